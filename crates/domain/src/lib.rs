@@ -1,0 +1,9 @@
+//! The pure domain of upline: no I/O, no async, no clock, no randomness. Everything it decides is
+//! a function of its inputs, which is what makes an auditor's replay possible.
+
+pub mod catalog;
+pub mod ids;
+pub mod money;
+pub mod net;
+pub mod plan;
+pub mod snapshot;
