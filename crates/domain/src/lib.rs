@@ -2,6 +2,7 @@
 //! a function of its inputs, which is what makes an auditor's replay possible.
 
 pub mod catalog;
+pub mod events;
 pub mod ids;
 pub mod money;
 pub mod net;

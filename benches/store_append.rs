@@ -1,0 +1,2 @@
+// Placeholder until the bench is written in this change.
+fn main() {}
