@@ -2,9 +2,13 @@
 //! a function of its inputs, which is what makes an auditor's replay possible.
 
 pub mod catalog;
+pub mod company;
+pub mod engine;
 pub mod events;
 pub mod ids;
 pub mod money;
 pub mod net;
+pub mod network;
+pub mod order;
 pub mod plan;
 pub mod snapshot;

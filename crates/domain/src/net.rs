@@ -1,11 +1,37 @@
 //! Net amount: what a line is worth to the commission plan. Taxes, shipping, tips and duties
 //! never count.
-// (filled in by the net-amount work; the shapes below are shared with the order aggregate)
+//!
+//! A line's net is its subtotal (quantity x unit price) less its own discounts, less its share
+//! of the order-level discounts, less the tax inside a tax-inclusive price. Shipping, tips and
+//! duties are not lines, so they never enter.
+//!
+//! Precision rules (the platforms send prices with 2 decimals, Magento up to 4):
+//! - a unit price may carry up to [`MAX_UNIT_PRICE_SCALE`] decimals (or the currency's minor
+//!   unit, if more); the subtotal is then rounded half-even to the minor unit, the way the
+//!   platforms round a line total, so every later step works in whole minor units;
+//! - discounts, taxes and the order discount are amounts the customer was actually charged or
+//!   credited, so they must already be whole minor units: a fraction of a cent there means the
+//!   payload is wrong, and guessing a rounding would hide it.
+//!
+//! All arithmetic after the subtotal is done in integer minor units (i128), so the allocation of
+//! the order discount is exact: its shares add up to the order discount to the last minor unit.
 
+use std::collections::BTreeSet;
+
+use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::LineId;
+use crate::money::Currency;
+
+/// The most lines an order may have. Real carts stay well under a hundred lines; the bound keeps
+/// a hostile payload from making one order's events (one net line each) arbitrarily large.
+pub const MAX_LINES: usize = 1000;
+
+/// The most decimals a unit price may carry (unless the currency's minor unit has more). Platforms
+/// store at most 4 (Magento); more is a payload error, not a price.
+pub const MAX_UNIT_PRICE_SCALE: u32 = 4;
 
 /// A line as the platform priced it, in the order's currency.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,4 +73,316 @@ pub struct NetLine {
     /// subtotal - line_discount - order_discount_share - included_tax.
     #[serde(with = "crate::money::decimal")]
     pub net: Decimal,
+}
+
+/// Why an order's lines have no net amount. Each names the line at fault where there is one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NetAmountError {
+    #[error("an order needs at least one line")]
+    NoLines,
+    #[error("an order may have at most {MAX_LINES} lines; this one has {count}")]
+    TooManyLines { count: usize },
+    #[error("line {line}: the line id appears more than once in the order")]
+    DuplicateLine { line: LineId },
+    #[error("line {line}: quantity {quantity} must be above zero")]
+    NonPositiveQuantity { line: LineId, quantity: Decimal },
+    #[error("line {line}: unit price {unit_price} is negative")]
+    NegativeUnitPrice { line: LineId, unit_price: Decimal },
+    #[error("line {line}: unit price {unit_price} has more than {max_scale} decimal places")]
+    UnitPriceTooPrecise {
+        line: LineId,
+        unit_price: Decimal,
+        max_scale: u32,
+    },
+    #[error("line {line}: {field} {amount} is negative")]
+    NegativeAmount {
+        line: LineId,
+        field: &'static str,
+        amount: Decimal,
+    },
+    #[error("line {line}: {field} {amount} is not a whole number of {currency} minor units")]
+    NotWholeMinorUnits {
+        line: LineId,
+        field: &'static str,
+        amount: Decimal,
+        currency: Currency,
+    },
+    #[error("order discount {amount} is negative")]
+    NegativeOrderDiscount { amount: Decimal },
+    #[error("order discount {amount} is not a whole number of {currency} minor units")]
+    OrderDiscountNotWholeMinorUnits { amount: Decimal, currency: Currency },
+    #[error("order discount {order_discount} cannot be allocated: every line's subtotal is zero")]
+    NothingToDiscount { order_discount: Decimal },
+    #[error("order discount {order_discount} exceeds the lines' subtotal ({subtotal})")]
+    OrderDiscountExceedsSubtotal {
+        order_discount: Decimal,
+        subtotal: Decimal,
+    },
+    #[error("line {line}: discounts and tax ({deductions}) exceed the subtotal ({subtotal})")]
+    DeductionsExceedSubtotal {
+        line: LineId,
+        deductions: Decimal,
+        subtotal: Decimal,
+    },
+    #[error("line {line}: amounts too large to compute exactly")]
+    LineOverflow { line: LineId },
+    #[error("order amounts too large to compute exactly")]
+    Overflow,
+}
+
+/// A line after validation, in integer minor units.
+struct Priced<'a> {
+    line: &'a OrderLine,
+    subtotal: i128,
+    discount: i128,
+    tax: i128,
+}
+
+/// The net amount of each line, in the order of `lines`.
+///
+/// `order_discount` is the order-level discounts (coupons on the whole cart), allocated over the
+/// lines pro rata to their subtotals: each line gets its exact share rounded toward zero to the
+/// minor unit, and the minor units left over go to the line with the largest subtotal (ties: the
+/// first such line). The shares add up to `order_discount` exactly.
+///
+/// Only when the order discount is nearly the whole order can the leftover be more than the
+/// largest line has room for (its subtotal less its share); the part that does not fit then goes
+/// to the next largest line, and so on, so that no line's share ever exceeds its subtotal when
+/// the order discount does not exceed the order's subtotal.
+pub fn net_lines(
+    currency: Currency,
+    lines: &[OrderLine],
+    order_discount: Decimal,
+    prices_include_tax: bool,
+) -> Result<Vec<NetLine>, NetAmountError> {
+    if lines.is_empty() {
+        return Err(NetAmountError::NoLines);
+    }
+    if lines.len() > MAX_LINES {
+        return Err(NetAmountError::TooManyLines { count: lines.len() });
+    }
+    if order_discount < Decimal::ZERO {
+        return Err(NetAmountError::NegativeOrderDiscount {
+            amount: order_discount,
+        });
+    }
+    if !currency.is_whole_minor_units(order_discount) {
+        return Err(NetAmountError::OrderDiscountNotWholeMinorUnits {
+            amount: order_discount,
+            currency,
+        });
+    }
+    let order_discount_m = to_minor(currency, order_discount).ok_or(NetAmountError::Overflow)?;
+
+    let mut seen = BTreeSet::new();
+    let mut priced = Vec::with_capacity(lines.len());
+    for line in lines {
+        if !seen.insert(&line.line_id) {
+            return Err(NetAmountError::DuplicateLine {
+                line: line.line_id.clone(),
+            });
+        }
+        priced.push(price(currency, line)?);
+    }
+
+    let subtotals: Vec<i128> = priced.iter().map(|p| p.subtotal).collect();
+    let total = subtotals
+        .iter()
+        .try_fold(0i128, |acc, s| acc.checked_add(*s))
+        .ok_or(NetAmountError::Overflow)?;
+    if order_discount_m > 0 && total == 0 {
+        return Err(NetAmountError::NothingToDiscount { order_discount });
+    }
+    if order_discount_m > total {
+        return Err(NetAmountError::OrderDiscountExceedsSubtotal {
+            order_discount,
+            subtotal: from_minor(currency, total).ok_or(NetAmountError::Overflow)?,
+        });
+    }
+    let shares = allocate(order_discount_m, &subtotals).ok_or(NetAmountError::Overflow)?;
+
+    priced
+        .iter()
+        .zip(shares)
+        .map(|(p, share)| net_line(currency, p, share, prices_include_tax))
+        .collect()
+}
+
+/// Validates one line and converts its amounts to minor units.
+fn price(currency: Currency, line: &OrderLine) -> Result<Priced<'_>, NetAmountError> {
+    let id = || line.line_id.clone();
+    if line.quantity <= Decimal::ZERO {
+        return Err(NetAmountError::NonPositiveQuantity {
+            line: id(),
+            quantity: line.quantity,
+        });
+    }
+    if line.unit_price < Decimal::ZERO {
+        return Err(NetAmountError::NegativeUnitPrice {
+            line: id(),
+            unit_price: line.unit_price,
+        });
+    }
+    let max_scale = MAX_UNIT_PRICE_SCALE.max(currency.minor_unit());
+    // Trailing zeros are not precision: "10.000000" is a 0-decimal price.
+    if line.unit_price.normalize().scale() > max_scale {
+        return Err(NetAmountError::UnitPriceTooPrecise {
+            line: id(),
+            unit_price: line.unit_price,
+            max_scale,
+        });
+    }
+    let whole = |field: &'static str, amount: Decimal| -> Result<i128, NetAmountError> {
+        if amount < Decimal::ZERO {
+            return Err(NetAmountError::NegativeAmount {
+                line: id(),
+                field,
+                amount,
+            });
+        }
+        if !currency.is_whole_minor_units(amount) {
+            return Err(NetAmountError::NotWholeMinorUnits {
+                line: id(),
+                field,
+                amount,
+                currency,
+            });
+        }
+        to_minor(currency, amount).ok_or_else(|| NetAmountError::LineOverflow { line: id() })
+    };
+    let discount = whole("discount", line.discount)?;
+    let tax = whole("tax", line.tax)?;
+    let subtotal = line
+        .quantity
+        .checked_mul(line.unit_price)
+        .map(|s| currency.round(s))
+        .and_then(|s| to_minor(currency, s))
+        .ok_or_else(|| NetAmountError::LineOverflow { line: id() })?;
+    Ok(Priced {
+        line,
+        subtotal,
+        discount,
+        tax,
+    })
+}
+
+fn net_line(
+    currency: Currency,
+    p: &Priced<'_>,
+    share: i128,
+    prices_include_tax: bool,
+) -> Result<NetLine, NetAmountError> {
+    let overflow = || NetAmountError::LineOverflow {
+        line: p.line.line_id.clone(),
+    };
+    let included_tax = if prices_include_tax { p.tax } else { 0 };
+    let deductions = p
+        .discount
+        .checked_add(share)
+        .and_then(|d| d.checked_add(included_tax))
+        .ok_or_else(overflow)?;
+    let amount = |m: i128| from_minor(currency, m).ok_or_else(overflow);
+    if deductions > p.subtotal {
+        return Err(NetAmountError::DeductionsExceedSubtotal {
+            line: p.line.line_id.clone(),
+            deductions: amount(deductions)?,
+            subtotal: amount(p.subtotal)?,
+        });
+    }
+    Ok(NetLine {
+        line_id: p.line.line_id.clone(),
+        platform_sku: p.line.platform_sku.clone(),
+        quantity: p.line.quantity,
+        subtotal: amount(p.subtotal)?,
+        line_discount: amount(p.discount)?,
+        order_discount_share: amount(share)?,
+        included_tax: amount(included_tax)?,
+        net: amount(p.subtotal - deductions)?,
+    })
+}
+
+/// Splits `amount` over `weights` pro rata, in integer minor units. Preconditions (checked by
+/// the caller): weights >= 0, 0 <= amount <= sum of weights, and the sum is positive when the
+/// amount is. `None` only on overflow.
+///
+/// Each share is first floored; the leftover (fewer minor units than there are weights) goes to
+/// the largest weight, ties to the first; whatever would push that share past its weight goes to
+/// the next largest, and so on. The room left, sum(weight - share), is sum(weights) - sum(shares)
+/// >= amount - sum(shares) = the leftover, so the leftover always fits.
+fn allocate(amount: i128, weights: &[i128]) -> Option<Vec<i128>> {
+    if amount == 0 {
+        return Some(vec![0; weights.len()]);
+    }
+    let total = weights
+        .iter()
+        .try_fold(0i128, |acc, w| acc.checked_add(*w))?;
+    let mut shares = weights
+        .iter()
+        .map(|w| amount.checked_mul(*w).map(|x| x / total))
+        .collect::<Option<Vec<i128>>>()?;
+    let mut leftover = amount - shares.iter().sum::<i128>();
+    // Largest weight first; the stable sort keeps equal weights in line order.
+    let mut order: Vec<usize> = (0..weights.len()).collect();
+    order.sort_by(|&a, &b| weights[b].cmp(&weights[a]));
+    for i in order {
+        if leftover == 0 {
+            break;
+        }
+        let give = leftover.min(weights[i] - shares[i]);
+        shares[i] += give;
+        leftover -= give;
+    }
+    Some(shares)
+}
+
+/// An amount in whole minor units as an integer (12.34 USD is 1234). `None` if it does not fit.
+fn to_minor(currency: Currency, amount: Decimal) -> Option<i128> {
+    amount
+        .checked_div(currency.smallest_unit())
+        .and_then(|m| m.to_i128())
+}
+
+/// Integer minor units back to an amount, always written with the currency's decimals
+/// (1234 USD minor units is "12.34", 5 JPY is "5"), so equal amounts serialise alike.
+fn from_minor(currency: Currency, minor: i128) -> Option<Decimal> {
+    Decimal::try_from_i128_with_scale(minor, currency.minor_unit()).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allocation_floors_then_gives_the_leftover_to_the_largest_weight() {
+        // 10.00 over 10.00 / 20.00 / 30.00: exact 1.666.., 3.333.., 5.00 -> floors 1.66, 3.33,
+        // 5.00 (sum 9.99), leftover 0.01 to the 30.00 line.
+        assert_eq!(
+            allocate(1000, &[1000, 2000, 3000]),
+            Some(vec![166, 333, 501])
+        );
+        // Ties go to the first of the largest.
+        assert_eq!(allocate(100, &[300, 300, 300]), Some(vec![34, 33, 33]));
+        assert_eq!(allocate(0, &[0, 0]), Some(vec![0, 0]));
+    }
+
+    #[test]
+    fn a_leftover_too_big_for_the_largest_line_spills_to_the_next() {
+        // 0.02 over three 0.01 lines: every floor is 0; the largest (first) line can take only
+        // 0.01, so the second takes the other.
+        assert_eq!(allocate(2, &[1, 1, 1]), Some(vec![1, 1, 0]));
+        // 30.00 over 10.00 / 10.00 / 10.01: floors 9.99, 9.99, 10.00; the leftover 0.02 would
+        // put the 10.01 line at 10.02, so 0.01 goes there and 0.01 to the first 10.00 line.
+        assert_eq!(
+            allocate(3000, &[1000, 1000, 1001]),
+            Some(vec![1000, 999, 1001])
+        );
+    }
+
+    #[test]
+    fn overflow_is_reported_not_wrapped() {
+        assert_eq!(allocate(i128::MAX, &[i128::MAX, 1]), None);
+        assert_eq!(to_minor(Currency::USD, Decimal::MAX), None);
+        assert_eq!(to_minor(Currency::USD, Decimal::new(1000, 2)), Some(1000));
+        assert_eq!(to_minor(Currency::JPY, Decimal::new(1000, 0)), Some(1000));
+    }
 }

@@ -58,6 +58,14 @@ pub struct SnapshotRequest {
     pub compression: bool,
 }
 
+impl SnapshotRequest {
+    /// Whether a member with this status uses up one of the plan's levels: always without
+    /// compression; under compression only when the status qualifies.
+    pub fn uses_level(&self, status: DistributorStatus) -> bool {
+        !self.compression || self.qualifying_statuses.contains(&status)
+    }
+}
+
 /// One member of the upline chain, as they stood at the snapshot's time.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotMember {

@@ -1,0 +1,706 @@
+//! The order aggregate: `decide(state, command, context) -> events | error` and
+//! `evolve(state, event)`.
+//!
+//! Facts about an order (placed, paid, refunded, cancelled) arrive from platforms in any order and
+//! more than once. What each beneficiary should hold is a function of the *set* of known facts:
+//!
+//! > zero, unless the order is known, paid and not cancelled; then the commissions of what has not
+//! > been refunded, computed with the snapshot, plan and SKU mappings captured at the first
+//! > calculation.
+//!
+//! After every fact, `decide` compares that target with what each beneficiary holds and emits the
+//! difference. Arrival order therefore changes the events, never the final holdings; a fact
+//! already known emits nothing.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use crate::catalog::SkuMapping;
+use crate::engine::{self, CommissionOutcome, CommissionableLine, EngineError};
+use crate::events::DomainEvent;
+use crate::ids::{DistributorId, LineId, Platform, PlatformOrderId, RefundId, ShopId};
+use crate::money::Currency;
+use crate::net::{self, NetAmountError, NetLine, OrderLine};
+use crate::plan::CommissionPlan;
+use crate::snapshot::{HierarchySnapshot, SnapshotRequest};
+
+/// Which order: the platform, the shop on it and the platform's order id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct OrderKey {
+    pub platform: Platform,
+    pub shop: ShopId,
+    pub order_id: PlatformOrderId,
+}
+
+impl OrderKey {
+    /// The order's event stream: `order-{platform}-{shop}-{order id}`.
+    pub fn stream_name(&self) -> String {
+        format!("order-{}-{}-{}", self.platform, self.shop, self.order_id)
+    }
+}
+
+/// What the platform told us about the order, normalised. Only what commissions and
+/// reconciliation need; a change to anything else is not a change of the order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderDetails {
+    pub key: OrderKey,
+    /// The order's time: the hierarchy, plan and SKU mappings are taken as they stood then.
+    pub placed_at: DateTime<Utc>,
+    /// The platform's version stamp (its `updated_at`), so an older copy never replaces a newer.
+    pub updated_at: DateTime<Utc>,
+    pub currency: Currency,
+    /// Who the order is attributed to; `None` records it as unattributed (it earns nothing).
+    pub distributor: Option<DistributorId>,
+    pub prices_include_tax: bool,
+    pub lines: Vec<OrderLine>,
+    /// Order-level discounts not already on the lines; allocated pro rata.
+    #[serde(with = "crate::money::decimal", default)]
+    pub order_discount: Decimal,
+    #[serde(with = "crate::money::decimal", default)]
+    pub shipping: Decimal,
+    /// Total tax the platform declared.
+    #[serde(with = "crate::money::decimal", default)]
+    pub tax: Decimal,
+    /// The platform's grand total, kept for reconciliation against the normalised lines.
+    #[serde(with = "crate::money::decimal", default)]
+    pub declared_total: Decimal,
+}
+
+/// A line refunded by quantity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefundLine {
+    pub line_id: LineId,
+    #[serde(with = "crate::money::decimal")]
+    pub quantity: Decimal,
+}
+
+/// What a refund gave back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RefundScope {
+    /// These quantities of these lines.
+    Lines(Vec<RefundLine>),
+    /// Only an amount of the order's net is known (WooCommerce); commissions are reversed pro
+    /// rata to it.
+    NetAmount(#[serde(with = "crate::money::decimal")] Decimal),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refund {
+    pub refund_id: RefundId,
+    pub refunded_at: DateTime<Utc>,
+    pub scope: RefundScope,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OrderCommand {
+    RecordOrder(OrderDetails),
+    RecordPayment { paid_at: DateTime<Utc> },
+    RecordRefund(Refund),
+    RecordCancellation { cancelled_at: DateTime<Utc> },
+}
+
+/// What the first calculation captured, so every later recalculation (and an auditor's replay)
+/// uses exactly the same hierarchy, plan and mappings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CalculationInputs {
+    pub at: DateTime<Utc>,
+    pub currency: Currency,
+    pub plan: CommissionPlan,
+    pub plan_hash: String,
+    pub snapshot: HierarchySnapshot,
+    pub sku_mappings: Vec<SkuMapping>,
+    /// The full lines as ordered; refunds scale their bases down.
+    pub lines: Vec<CommissionableLine>,
+}
+
+/// Why commissions changed after the first calculation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecalculationCause {
+    Refund {
+        refund_id: RefundId,
+    },
+    Cancellation,
+    /// The order details arrived or were revised after other facts.
+    OrderDetails,
+    Payment,
+}
+
+/// One beneficiary's change: from what they held to what they should hold.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommissionAdjustment {
+    pub beneficiary: DistributorId,
+    #[serde(with = "crate::money::decimal")]
+    pub held: Decimal,
+    #[serde(with = "crate::money::decimal")]
+    pub now: Decimal,
+    /// now - held: negative is a reversal.
+    #[serde(with = "crate::money::decimal")]
+    pub change: Decimal,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OrderEvent {
+    OrderPlaced {
+        details: OrderDetails,
+        net_lines: Vec<NetLine>,
+    },
+    /// A newer copy of the order (platform `updated_at`) arrived before commissions were due.
+    OrderRevised {
+        details: OrderDetails,
+        net_lines: Vec<NetLine>,
+    },
+    OrderPaid {
+        paid_at: DateTime<Utc>,
+    },
+    OrderRefunded {
+        refund: Refund,
+    },
+    OrderCancelled {
+        cancelled_at: DateTime<Utc>,
+    },
+    /// The first calculation, with everything it used.
+    CommissionCalculated {
+        inputs: Box<CalculationInputs>,
+        outcome: CommissionOutcome,
+    },
+    /// A later change of what beneficiaries hold; `outcome` is `None` when nothing is due
+    /// (cancelled).
+    CommissionRecalculated {
+        cause: RecalculationCause,
+        outcome: Option<CommissionOutcome>,
+        adjustments: Vec<CommissionAdjustment>,
+    },
+}
+
+impl DomainEvent for OrderEvent {
+    fn schema_version(&self) -> u16 {
+        1
+    }
+}
+
+/// What the aggregate needs from the rest of the company, as it stood at a time. Implemented by
+/// the in-memory company model (network, catalog, plan book); pure lookups.
+pub trait CalculationContext {
+    fn plan_in_force(&self, at: DateTime<Utc>) -> Option<&CommissionPlan>;
+    fn sku_mapping(
+        &self,
+        platform: Platform,
+        platform_sku: &str,
+        at: DateTime<Utc>,
+    ) -> Option<&SkuMapping>;
+    fn snapshot(
+        &self,
+        distributor: &DistributorId,
+        at: DateTime<Utc>,
+        request: &SnapshotRequest,
+    ) -> Result<HierarchySnapshot, String>;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OrderError {
+    #[error("command for order {got:?} sent to the stream of order {expected:?}")]
+    WrongOrder {
+        expected: Box<OrderKey>,
+        got: Box<OrderKey>,
+    },
+    #[error("order is invalid: {0}")]
+    InvalidOrder(#[from] NetAmountError),
+    #[error("order copy updated at {updated_at} differs from the one already recorded with the same time")]
+    ConflictingCopy { updated_at: DateTime<Utc> },
+    #[error("order changed after its commissions were calculated ({field} differs); a paid order changes by refunds")]
+    ChangedAfterCalculation { field: &'static str },
+    #[error("refund {refund_id} was already recorded with different content")]
+    ConflictingRefund { refund_id: RefundId },
+    #[error("refund {refund_id}: line {line_id} is not on the order")]
+    RefundOfUnknownLine {
+        refund_id: RefundId,
+        line_id: LineId,
+    },
+    #[error(
+        "refund {refund_id}: line {line_id} would be refunded {refunded} of {ordered} ordered"
+    )]
+    RefundExceedsLine {
+        refund_id: RefundId,
+        line_id: LineId,
+        refunded: Decimal,
+        ordered: Decimal,
+    },
+    #[error(
+        "refund {refund_id}: amount {amount} must be positive and at most the order's net {net}"
+    )]
+    RefundAmountOutOfRange {
+        refund_id: RefundId,
+        amount: Decimal,
+        net: Decimal,
+    },
+    #[error("refund {refund_id}: quantity of line {line_id} must be positive")]
+    RefundQuantityNotPositive {
+        refund_id: RefundId,
+        line_id: LineId,
+    },
+    #[error("no commission plan is in force at {at}")]
+    NoPlanInForce { at: DateTime<Utc> },
+    #[error("line {line_id}: platform SKU {platform_sku:?} is not mapped on {platform} at {at}")]
+    UnmappedSku {
+        line_id: LineId,
+        platform: Platform,
+        platform_sku: String,
+        at: DateTime<Utc>,
+    },
+    #[error("hierarchy of distributor {distributor} at {at}: {reason}")]
+    Hierarchy {
+        distributor: DistributorId,
+        at: DateTime<Utc>,
+        reason: String,
+    },
+    #[error("commission calculation failed: {0}")]
+    Engine(#[from] EngineError),
+}
+
+/// Everything known about one order, rebuilt by `evolve` from its events.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OrderState {
+    pub details: Option<OrderDetails>,
+    pub net_lines: Vec<NetLine>,
+    pub paid_at: Option<DateTime<Utc>>,
+    pub cancelled_at: Option<DateTime<Utc>>,
+    pub refunds: BTreeMap<RefundId, Refund>,
+    pub calculation: Option<CalculationInputs>,
+    /// What each beneficiary holds on this order now (rounded, never zero entries).
+    pub holdings: BTreeMap<DistributorId, Decimal>,
+}
+
+impl OrderState {
+    pub fn from_events<'a>(events: impl IntoIterator<Item = &'a OrderEvent>) -> OrderState {
+        let mut state = OrderState::default();
+        for e in events {
+            evolve(&mut state, e);
+        }
+        state
+    }
+
+    /// True when commissions are due: known, paid, not cancelled.
+    fn commissions_due(&self) -> bool {
+        self.details.is_some() && self.paid_at.is_some() && self.cancelled_at.is_none()
+    }
+}
+
+pub fn evolve(state: &mut OrderState, event: &OrderEvent) {
+    match event {
+        OrderEvent::OrderPlaced { details, net_lines }
+        | OrderEvent::OrderRevised { details, net_lines } => {
+            state.details = Some(details.clone());
+            state.net_lines = net_lines.clone();
+        }
+        OrderEvent::OrderPaid { paid_at } => state.paid_at = Some(*paid_at),
+        OrderEvent::OrderRefunded { refund } => {
+            state
+                .refunds
+                .insert(refund.refund_id.clone(), refund.clone());
+        }
+        OrderEvent::OrderCancelled { cancelled_at } => state.cancelled_at = Some(*cancelled_at),
+        OrderEvent::CommissionCalculated { inputs, outcome } => {
+            state.calculation = Some(inputs.as_ref().clone());
+            state.holdings = holdings_of(Some(outcome));
+        }
+        OrderEvent::CommissionRecalculated { outcome, .. } => {
+            state.holdings = holdings_of(outcome.as_ref());
+        }
+    }
+}
+
+fn holdings_of(outcome: Option<&CommissionOutcome>) -> BTreeMap<DistributorId, Decimal> {
+    outcome
+        .map(|o| {
+            o.payouts
+                .iter()
+                .map(|p| (p.beneficiary.clone(), p.amount))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Decides what a command changes. `key` is the order this stream belongs to.
+pub fn decide(
+    state: &OrderState,
+    key: &OrderKey,
+    command: &OrderCommand,
+    context: &dyn CalculationContext,
+) -> Result<Vec<OrderEvent>, OrderError> {
+    let Some(fact) = new_fact(state, key, command)? else {
+        return Ok(Vec::new());
+    };
+    let mut next = state.clone();
+    evolve(&mut next, &fact);
+    let cause = match &fact {
+        OrderEvent::OrderRefunded { refund } => RecalculationCause::Refund {
+            refund_id: refund.refund_id.clone(),
+        },
+        OrderEvent::OrderCancelled { .. } => RecalculationCause::Cancellation,
+        OrderEvent::OrderPaid { .. } => RecalculationCause::Payment,
+        _ => RecalculationCause::OrderDetails,
+    };
+    let mut events = vec![fact];
+    events.extend(commission_events(&next, cause, context)?);
+    Ok(events)
+}
+
+/// The fact event a command adds, or `None` when it is already known.
+fn new_fact(
+    state: &OrderState,
+    key: &OrderKey,
+    command: &OrderCommand,
+) -> Result<Option<OrderEvent>, OrderError> {
+    match command {
+        OrderCommand::RecordOrder(details) => {
+            if &details.key != key {
+                return Err(OrderError::WrongOrder {
+                    expected: Box::new(key.clone()),
+                    got: Box::new(details.key.clone()),
+                });
+            }
+            let net_lines = net::net_lines(
+                details.currency,
+                &details.lines,
+                details.order_discount,
+                details.prices_include_tax,
+            )?;
+            let Some(known) = &state.details else {
+                // Refunds that arrived first are not re-checked here: rejecting the order for an
+                // earlier fact would park it for good. `remaining_lines` clamps at zero instead.
+                return Ok(Some(OrderEvent::OrderPlaced {
+                    details: details.clone(),
+                    net_lines,
+                }));
+            };
+            if known == details || details.updated_at < known.updated_at {
+                return Ok(None);
+            }
+            if details.updated_at == known.updated_at {
+                return Err(OrderError::ConflictingCopy {
+                    updated_at: details.updated_at,
+                });
+            }
+            if state.calculation.is_some() {
+                return match commission_relevant_change(known, details) {
+                    Some(field) => Err(OrderError::ChangedAfterCalculation { field }),
+                    // Fulfilment, notes and the like change after payment; they change no money.
+                    None => Ok(None),
+                };
+            }
+            Ok(Some(OrderEvent::OrderRevised {
+                details: details.clone(),
+                net_lines,
+            }))
+        }
+        OrderCommand::RecordPayment { paid_at } => Ok(state
+            .paid_at
+            .is_none()
+            .then_some(OrderEvent::OrderPaid { paid_at: *paid_at })),
+        OrderCommand::RecordCancellation { cancelled_at } => Ok(state
+            .cancelled_at
+            .is_none()
+            .then_some(OrderEvent::OrderCancelled {
+                cancelled_at: *cancelled_at,
+            })),
+        OrderCommand::RecordRefund(refund) => {
+            if let Some(known) = state.refunds.get(&refund.refund_id) {
+                return if known == refund {
+                    Ok(None)
+                } else {
+                    Err(OrderError::ConflictingRefund {
+                        refund_id: refund.refund_id.clone(),
+                    })
+                };
+            }
+            if let Some(details) = &state.details {
+                check_refund(refund, &details.lines, &state.net_lines, &state.refunds)?;
+            }
+            Ok(Some(OrderEvent::OrderRefunded {
+                refund: refund.clone(),
+            }))
+        }
+    }
+}
+
+/// The first field, in a fixed order, whose change would change commissions.
+fn commission_relevant_change(known: &OrderDetails, new: &OrderDetails) -> Option<&'static str> {
+    if known.placed_at != new.placed_at {
+        Some("placed_at")
+    } else if known.currency != new.currency {
+        Some("currency")
+    } else if known.distributor != new.distributor {
+        Some("distributor")
+    } else if known.prices_include_tax != new.prices_include_tax {
+        Some("prices_include_tax")
+    } else if known.lines != new.lines {
+        Some("lines")
+    } else if known.order_discount != new.order_discount {
+        Some("order_discount")
+    } else {
+        None
+    }
+}
+
+/// Checks a refund against the order's lines, counting refunds already recorded.
+fn check_refund(
+    refund: &Refund,
+    lines: &[OrderLine],
+    net_lines: &[NetLine],
+    known: &BTreeMap<RefundId, Refund>,
+) -> Result<(), OrderError> {
+    let others = known.values().filter(|r| r.refund_id != refund.refund_id);
+    match &refund.scope {
+        RefundScope::Lines(refund_lines) => {
+            for rl in refund_lines {
+                let Some(line) = lines.iter().find(|l| l.line_id == rl.line_id) else {
+                    return Err(OrderError::RefundOfUnknownLine {
+                        refund_id: refund.refund_id.clone(),
+                        line_id: rl.line_id.clone(),
+                    });
+                };
+                if rl.quantity <= Decimal::ZERO {
+                    return Err(OrderError::RefundQuantityNotPositive {
+                        refund_id: refund.refund_id.clone(),
+                        line_id: rl.line_id.clone(),
+                    });
+                }
+                let before: Decimal = others
+                    .clone()
+                    .map(|r| refunded_quantity(r, &rl.line_id))
+                    .sum();
+                let this: Decimal = refunded_quantity(refund, &rl.line_id);
+                if before + this > line.quantity {
+                    return Err(OrderError::RefundExceedsLine {
+                        refund_id: refund.refund_id.clone(),
+                        line_id: rl.line_id.clone(),
+                        refunded: before + this,
+                        ordered: line.quantity,
+                    });
+                }
+            }
+        }
+        RefundScope::NetAmount(amount) => {
+            let net: Decimal = net_lines.iter().map(|l| l.net).sum();
+            let before: Decimal = others.map(refunded_amount).sum();
+            if *amount <= Decimal::ZERO || before + amount > net {
+                return Err(OrderError::RefundAmountOutOfRange {
+                    refund_id: refund.refund_id.clone(),
+                    amount: *amount,
+                    net,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn refunded_quantity(refund: &Refund, line_id: &LineId) -> Decimal {
+    match &refund.scope {
+        RefundScope::Lines(lines) => lines
+            .iter()
+            .filter(|l| &l.line_id == line_id)
+            .map(|l| l.quantity)
+            .sum(),
+        RefundScope::NetAmount(_) => Decimal::ZERO,
+    }
+}
+
+fn refunded_amount(refund: &Refund) -> Decimal {
+    match &refund.scope {
+        RefundScope::NetAmount(amount) => *amount,
+        RefundScope::Lines(_) => Decimal::ZERO,
+    }
+}
+
+/// The commission events that bring holdings to the target for the state's facts.
+fn commission_events(
+    state: &OrderState,
+    cause: RecalculationCause,
+    context: &dyn CalculationContext,
+) -> Result<Vec<OrderEvent>, OrderError> {
+    if !state.commissions_due() {
+        return Ok(match state.calculation {
+            Some(_) => recalculated(state, cause, None),
+            None => Vec::new(),
+        });
+    }
+    let Some(details) = &state.details else {
+        return Ok(Vec::new());
+    };
+    let Some(distributor) = &details.distributor else {
+        // Unattributed: recorded, earns nothing, shows in reconciliation.
+        return Ok(Vec::new());
+    };
+    match &state.calculation {
+        Some(inputs) => {
+            let outcome = calculate_remaining(inputs, state)?;
+            Ok(recalculated(state, cause, Some(outcome)))
+        }
+        None => {
+            let inputs = capture_inputs(details, &state.net_lines, distributor, context)?;
+            let outcome = calculate_remaining(&inputs, state)?;
+            Ok(vec![OrderEvent::CommissionCalculated {
+                inputs: Box::new(inputs),
+                outcome,
+            }])
+        }
+    }
+}
+
+fn recalculated(
+    state: &OrderState,
+    cause: RecalculationCause,
+    outcome: Option<CommissionOutcome>,
+) -> Vec<OrderEvent> {
+    let target = holdings_of(outcome.as_ref());
+    let beneficiaries: BTreeSet<&DistributorId> =
+        state.holdings.keys().chain(target.keys()).collect();
+    let adjustments: Vec<CommissionAdjustment> = beneficiaries
+        .into_iter()
+        .filter_map(|b| {
+            let held = state.holdings.get(b).copied().unwrap_or_default();
+            let now = target.get(b).copied().unwrap_or_default();
+            (held != now).then(|| CommissionAdjustment {
+                beneficiary: b.clone(),
+                held,
+                now,
+                change: now - held,
+            })
+        })
+        .collect();
+    if adjustments.is_empty() {
+        return Vec::new();
+    }
+    vec![OrderEvent::CommissionRecalculated {
+        cause,
+        outcome,
+        adjustments,
+    }]
+}
+
+/// Resolves the plan, the SKU mappings and the hierarchy as they stood at the order's time.
+fn capture_inputs(
+    details: &OrderDetails,
+    net_lines: &[NetLine],
+    distributor: &DistributorId,
+    context: &dyn CalculationContext,
+) -> Result<CalculationInputs, OrderError> {
+    let at = details.placed_at;
+    let plan = context
+        .plan_in_force(at)
+        .ok_or(OrderError::NoPlanInForce { at })?;
+    let mut sku_mappings: Vec<SkuMapping> = Vec::new();
+    let mut lines = Vec::with_capacity(net_lines.len());
+    for net_line in net_lines {
+        let mapping = context
+            .sku_mapping(details.key.platform, &net_line.platform_sku, at)
+            .ok_or_else(|| OrderError::UnmappedSku {
+                line_id: net_line.line_id.clone(),
+                platform: details.key.platform,
+                platform_sku: net_line.platform_sku.clone(),
+                at,
+            })?;
+        let pv = mapping.pv_per_unit.unwrap_or_default() * net_line.quantity;
+        let base = mapping
+            .cv_per_unit
+            .map_or(net_line.net, |cv| cv * net_line.quantity);
+        lines.push(CommissionableLine {
+            line_id: net_line.line_id.clone(),
+            sku_id: mapping.sku_id.clone(),
+            commission_class: mapping.commission_class.clone(),
+            quantity: net_line.quantity,
+            net: net_line.net,
+            pv,
+            base,
+        });
+        if !sku_mappings.contains(mapping) {
+            sku_mappings.push(mapping.clone());
+        }
+    }
+    let snapshot = context
+        .snapshot(distributor, at, &plan.snapshot_request())
+        .map_err(|reason| OrderError::Hierarchy {
+            distributor: distributor.clone(),
+            at,
+            reason,
+        })?;
+    Ok(CalculationInputs {
+        at,
+        currency: details.currency,
+        plan: plan.clone(),
+        plan_hash: plan.content_hash(),
+        snapshot,
+        sku_mappings,
+        lines,
+    })
+}
+
+/// Commissions on what has not been refunded, from the captured inputs.
+fn calculate_remaining(
+    inputs: &CalculationInputs,
+    state: &OrderState,
+) -> Result<CommissionOutcome, OrderError> {
+    let lines = remaining_lines(&inputs.lines, state.refunds.values());
+    Ok(engine::calculate(
+        inputs.currency,
+        &lines,
+        &inputs.snapshot,
+        &inputs.plan,
+    )?)
+}
+
+/// Scales each line's base to the part not refunded. Quantity refunds take that share of the
+/// line; net-amount refunds then take their share of what is left, pro rata over the lines. Both
+/// depend only on the set of refunds, never on their order. Multiplying before dividing keeps
+/// whole results exact, so an exact half-cent still rounds half-even.
+pub fn remaining_lines<'a>(
+    lines: &[CommissionableLine],
+    refunds: impl Iterator<Item = &'a Refund> + Clone,
+) -> Vec<CommissionableLine> {
+    let scale = |value: Decimal, kept: Decimal, whole: Decimal| -> Decimal {
+        if kept <= Decimal::ZERO || whole.is_zero() {
+            // Exactly zero when fully refunded, so a full refund nets to zero with no residue.
+            Decimal::ZERO
+        } else if kept >= whole {
+            value
+        } else {
+            value * kept / whole
+        }
+    };
+    let by_quantity: Vec<CommissionableLine> = lines
+        .iter()
+        .map(|line| {
+            let refunded: Decimal = refunds
+                .clone()
+                .map(|r| refunded_quantity(r, &line.line_id))
+                .sum();
+            let kept = line.quantity - refunded;
+            let mut kept_line = line.clone();
+            kept_line.base = scale(line.base, kept, line.quantity);
+            kept_line.net = scale(line.net, kept, line.quantity);
+            kept_line.pv = scale(line.pv, kept, line.quantity);
+            kept_line
+        })
+        .collect();
+    let kept_net: Decimal = by_quantity.iter().map(|l| l.net).sum();
+    let amount_refunded: Decimal = refunds.map(refunded_amount).sum();
+    if amount_refunded.is_zero() {
+        return by_quantity;
+    }
+    let kept_after_amounts = kept_net - amount_refunded;
+    by_quantity
+        .into_iter()
+        .map(|mut line| {
+            line.base = scale(line.base, kept_after_amounts, kept_net);
+            line.net = scale(line.net, kept_after_amounts, kept_net);
+            line.pv = scale(line.pv, kept_after_amounts, kept_net);
+            line
+        })
+        .collect()
+}

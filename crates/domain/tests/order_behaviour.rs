@@ -1,0 +1,420 @@
+//! The order aggregate: given these events, when this command, then these events or this error.
+
+mod support;
+
+use rust_decimal::Decimal;
+use rust_decimal_macros::dec;
+use support::*;
+use upline_domain::ids::{LineId, RefundId};
+use upline_domain::order::*;
+
+fn given(events: &[OrderEvent]) -> OrderState {
+    OrderState::from_events(events)
+}
+
+fn when(state: &OrderState, command: OrderCommand) -> Result<Vec<OrderEvent>, OrderError> {
+    decide(state, &key(), &command, &FixedContext::gold_line())
+}
+
+/// Runs commands one after another, applying what each emits; returns all events.
+fn history(commands: Vec<OrderCommand>) -> Vec<OrderEvent> {
+    let mut state = OrderState::default();
+    let mut all = Vec::new();
+    for c in commands {
+        for e in when(&state, c).unwrap() {
+            evolve(&mut state, &e);
+            all.push(e);
+        }
+    }
+    all
+}
+
+fn refund(id: &str, lines: &[(&str, Decimal)]) -> Refund {
+    Refund {
+        refund_id: RefundId::new(id).unwrap(),
+        refunded_at: t(20),
+        scope: RefundScope::Lines(
+            lines
+                .iter()
+                .map(|(l, q)| RefundLine {
+                    line_id: LineId::new(l).unwrap(),
+                    quantity: *q,
+                })
+                .collect(),
+        ),
+    }
+}
+
+fn holdings(state: &OrderState) -> Vec<(String, Decimal)> {
+    state
+        .holdings
+        .iter()
+        .map(|(k, v)| (k.to_string(), *v))
+        .collect()
+}
+
+fn names(events: &[OrderEvent]) -> Vec<&'static str> {
+    events
+        .iter()
+        .map(|e| match e {
+            OrderEvent::OrderPlaced { .. } => "OrderPlaced",
+            OrderEvent::OrderRevised { .. } => "OrderRevised",
+            OrderEvent::OrderPaid { .. } => "OrderPaid",
+            OrderEvent::OrderRefunded { .. } => "OrderRefunded",
+            OrderEvent::OrderCancelled { .. } => "OrderCancelled",
+            OrderEvent::CommissionCalculated { .. } => "CommissionCalculated",
+            OrderEvent::CommissionRecalculated { .. } => "CommissionRecalculated",
+        })
+        .collect()
+}
+
+const PAID: fn() -> OrderCommand = || OrderCommand::RecordPayment { paid_at: t(11) };
+const PLACED: fn() -> OrderCommand = || OrderCommand::RecordOrder(order_details());
+
+#[test]
+fn recording_an_order_places_it_without_commission_until_paid() {
+    let events = when(&given(&[]), PLACED()).unwrap();
+    assert_eq!(names(&events), ["OrderPlaced"]);
+    let OrderEvent::OrderPlaced { net_lines, .. } = &events[0] else {
+        unreachable!()
+    };
+    assert_eq!(
+        net_lines.iter().map(|l| l.net).collect::<Vec<_>>(),
+        [dec!(100.00), dec!(99.00)]
+    );
+}
+
+#[test]
+fn payment_calculates_commissions_with_the_captured_inputs() {
+    let state = given(&history(vec![PLACED()]));
+    let events = when(&state, PAID()).unwrap();
+    assert_eq!(names(&events), ["OrderPaid", "CommissionCalculated"]);
+    let OrderEvent::CommissionCalculated { inputs, outcome } = &events[1] else {
+        unreachable!()
+    };
+    // The kit's base is its CV (50 x 1), not its 99.00 price; the supplement's is its net 100.00.
+    assert_eq!(
+        inputs.lines.iter().map(|l| l.base).collect::<Vec<_>>(),
+        [dec!(100.00), dec!(50)]
+    );
+    assert_eq!(inputs.lines[0].pv, dec!(20));
+    assert!(inputs.snapshot.verify());
+    assert_eq!(inputs.plan.version, "test-1");
+    assert_eq!(inputs.sku_mappings.len(), 2);
+    // d0: 10 % of 100 + 20 % of 50; d1: 5 % + 10 %; d2: 4 %; d3: 3 %; d4: 2 % (retail only).
+    let paid: Vec<_> = outcome
+        .payouts
+        .iter()
+        .map(|p| (p.beneficiary.to_string(), p.amount))
+        .collect();
+    assert_eq!(
+        paid,
+        [
+            ("d0".to_string(), dec!(20.00)),
+            ("d1".to_string(), dec!(10.00)),
+            ("d2".to_string(), dec!(4.00)),
+            ("d3".to_string(), dec!(3.00)),
+            ("d4".to_string(), dec!(2.00))
+        ]
+    );
+}
+
+#[test]
+fn a_fact_already_known_produces_no_event() {
+    let state = given(&history(vec![
+        PLACED(),
+        PAID(),
+        OrderCommand::RecordRefund(refund("r1", &[("l1", dec!(1))])),
+    ]));
+    assert!(when(&state, PLACED()).unwrap().is_empty());
+    assert!(when(&state, PAID()).unwrap().is_empty());
+    assert!(when(&state, OrderCommand::RecordPayment { paid_at: t(12) })
+        .unwrap()
+        .is_empty());
+    assert!(when(
+        &state,
+        OrderCommand::RecordRefund(refund("r1", &[("l1", dec!(1))]))
+    )
+    .unwrap()
+    .is_empty());
+}
+
+#[test]
+fn payment_before_the_order_is_kept_and_calculated_when_the_order_arrives() {
+    let state = given(&history(vec![PAID()]));
+    assert_eq!(state.paid_at, Some(t(11)));
+    assert!(state.calculation.is_none());
+    let events = when(&state, PLACED()).unwrap();
+    assert_eq!(names(&events), ["OrderPlaced", "CommissionCalculated"]);
+}
+
+#[test]
+fn a_partial_refund_reverses_what_the_refunded_part_earned() {
+    let state = given(&history(vec![PLACED(), PAID()]));
+    let events = when(
+        &state,
+        OrderCommand::RecordRefund(refund("r1", &[("l1", dec!(1))])),
+    )
+    .unwrap();
+    assert_eq!(names(&events), ["OrderRefunded", "CommissionRecalculated"]);
+    let OrderEvent::CommissionRecalculated {
+        cause, adjustments, ..
+    } = &events[1]
+    else {
+        unreachable!()
+    };
+    assert_eq!(
+        cause,
+        &RecalculationCause::Refund {
+            refund_id: RefundId::new("r1").unwrap()
+        }
+    );
+    let changes: Vec<_> = adjustments
+        .iter()
+        .map(|a| (a.beneficiary.to_string(), a.held, a.now, a.change))
+        .collect();
+    assert_eq!(
+        changes,
+        [
+            ("d0".into(), dec!(20.00), dec!(15.00), dec!(-5.00)),
+            ("d1".into(), dec!(10.00), dec!(7.50), dec!(-2.50)),
+            ("d2".into(), dec!(4.00), dec!(2.00), dec!(-2.00)),
+            ("d3".into(), dec!(3.00), dec!(1.50), dec!(-1.50)),
+            ("d4".into(), dec!(2.00), dec!(1.00), dec!(-1.00)),
+        ]
+    );
+}
+
+#[test]
+fn cancellation_after_payment_nets_every_beneficiary_to_zero() {
+    let mut state = given(&history(vec![PLACED(), PAID()]));
+    let events = when(
+        &state,
+        OrderCommand::RecordCancellation {
+            cancelled_at: t(12),
+        },
+    )
+    .unwrap();
+    assert_eq!(names(&events), ["OrderCancelled", "CommissionRecalculated"]);
+    let OrderEvent::CommissionRecalculated {
+        outcome,
+        adjustments,
+        ..
+    } = &events[1]
+    else {
+        unreachable!()
+    };
+    assert!(outcome.is_none());
+    assert_eq!(
+        adjustments.iter().map(|a| a.change).sum::<Decimal>(),
+        dec!(-39.00)
+    );
+    for e in &events {
+        evolve(&mut state, e);
+    }
+    assert!(state.holdings.is_empty());
+}
+
+#[test]
+fn cancellation_before_payment_means_payment_earns_nothing() {
+    let state = given(&history(vec![
+        PLACED(),
+        OrderCommand::RecordCancellation {
+            cancelled_at: t(12),
+        },
+    ]));
+    assert_eq!(names(&when(&state, PAID()).unwrap()), ["OrderPaid"]);
+}
+
+#[test]
+fn a_net_amount_refund_reverses_pro_rata() {
+    let state = given(&history(vec![PLACED(), PAID()]));
+    // 99.50 of 199.00 net refunded: half of every base remains.
+    let half = Refund {
+        refund_id: RefundId::new("w1").unwrap(),
+        refunded_at: t(20),
+        scope: RefundScope::NetAmount(dec!(99.50)),
+    };
+    let mut state2 = state.clone();
+    for e in when(&state, OrderCommand::RecordRefund(half)).unwrap() {
+        evolve(&mut state2, &e);
+    }
+    assert_eq!(
+        holdings(&state2),
+        [
+            ("d0".into(), dec!(10.00)),
+            ("d1".into(), dec!(5.00)),
+            ("d2".into(), dec!(2.00)),
+            ("d3".into(), dec!(1.50)),
+            ("d4".into(), dec!(1.00))
+        ]
+    );
+}
+
+#[test]
+fn an_unattributed_order_is_recorded_and_earns_nothing() {
+    let mut details = order_details();
+    details.distributor = None;
+    let events = history(vec![OrderCommand::RecordOrder(details), PAID()]);
+    assert_eq!(names(&events), ["OrderPlaced", "OrderPaid"]);
+}
+
+#[test]
+fn an_older_copy_is_ignored_and_a_newer_one_revises_the_unpaid_order() {
+    let state = given(&history(vec![PLACED()]));
+    let mut older = order_details();
+    older.updated_at = t(9);
+    older.lines.pop();
+    assert!(when(&state, OrderCommand::RecordOrder(older))
+        .unwrap()
+        .is_empty());
+    let mut newer = order_details();
+    newer.updated_at = t(10) + chrono::Duration::hours(1);
+    newer.lines.pop();
+    assert_eq!(
+        names(&when(&state, OrderCommand::RecordOrder(newer)).unwrap()),
+        ["OrderRevised"]
+    );
+}
+
+#[test]
+fn after_calculation_only_changes_that_move_no_money_are_accepted() {
+    let state = given(&history(vec![PLACED(), PAID()]));
+    let mut shipped = order_details();
+    shipped.updated_at = t(15);
+    shipped.shipping = dec!(7.00);
+    assert!(when(&state, OrderCommand::RecordOrder(shipped))
+        .unwrap()
+        .is_empty());
+    let mut relined = order_details();
+    relined.updated_at = t(15);
+    relined.lines[0].quantity = dec!(3);
+    assert_eq!(
+        when(&state, OrderCommand::RecordOrder(relined)).unwrap_err(),
+        OrderError::ChangedAfterCalculation { field: "lines" }
+    );
+}
+
+#[test]
+fn two_different_copies_with_the_same_version_are_refused() {
+    let state = given(&history(vec![PLACED()]));
+    let mut other = order_details();
+    other.shipping = dec!(1.00);
+    assert_eq!(
+        when(&state, OrderCommand::RecordOrder(other)).unwrap_err(),
+        OrderError::ConflictingCopy { updated_at: t(10) }
+    );
+}
+
+#[test]
+fn refunds_are_checked_against_the_order() {
+    let state = given(&history(vec![
+        PLACED(),
+        PAID(),
+        OrderCommand::RecordRefund(refund("r1", &[("l1", dec!(1))])),
+    ]));
+    let err = when(
+        &state,
+        OrderCommand::RecordRefund(refund("r2", &[("l9", dec!(1))])),
+    )
+    .unwrap_err();
+    assert_eq!(err.to_string(), "refund r2: line l9 is not on the order");
+    let err = when(
+        &state,
+        OrderCommand::RecordRefund(refund("r2", &[("l1", dec!(2))])),
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "refund r2: line l1 would be refunded 3 of 2 ordered"
+    );
+    let err = when(
+        &state,
+        OrderCommand::RecordRefund(refund("r2", &[("l1", dec!(0))])),
+    )
+    .unwrap_err();
+    assert!(matches!(err, OrderError::RefundQuantityNotPositive { .. }));
+    let err = when(
+        &state,
+        OrderCommand::RecordRefund(refund("r1", &[("l2", dec!(1))])),
+    )
+    .unwrap_err();
+    assert!(matches!(err, OrderError::ConflictingRefund { .. }));
+    let too_much = Refund {
+        refund_id: RefundId::new("w").unwrap(),
+        refunded_at: t(20),
+        scope: RefundScope::NetAmount(dec!(500)),
+    };
+    assert!(matches!(
+        when(&state, OrderCommand::RecordRefund(too_much)).unwrap_err(),
+        OrderError::RefundAmountOutOfRange { .. }
+    ));
+}
+
+#[test]
+fn missing_inputs_are_typed_errors_so_the_order_can_be_parked() {
+    let mut unmapped = order_details();
+    unmapped.lines[0].platform_sku = "NOPE-1".into();
+    let state = given(&history(vec![OrderCommand::RecordOrder(unmapped)]));
+    let err = when(&state, PAID()).unwrap_err();
+    assert!(
+        matches!(&err, OrderError::UnmappedSku { platform_sku, .. } if platform_sku == "NOPE-1"),
+        "{err}"
+    );
+
+    let mut too_early = order_details();
+    too_early.placed_at = t(1) - chrono::Duration::days(1);
+    let state = given(&history(vec![OrderCommand::RecordOrder(too_early)]));
+    assert!(matches!(
+        when(&state, PAID()).unwrap_err(),
+        OrderError::NoPlanInForce { .. }
+    ));
+
+    let mut stranger = order_details();
+    stranger.distributor = Some(id("ghost"));
+    let state = given(&history(vec![OrderCommand::RecordOrder(stranger)]));
+    assert!(matches!(
+        when(&state, PAID()).unwrap_err(),
+        OrderError::Hierarchy { .. }
+    ));
+}
+
+#[test]
+fn a_command_for_another_order_is_refused() {
+    let mut other = order_details();
+    other.key.order_id = upline_domain::ids::PlatformOrderId::new("1").unwrap();
+    assert!(matches!(
+        when(&given(&[]), OrderCommand::RecordOrder(other)).unwrap_err(),
+        OrderError::WrongOrder { .. }
+    ));
+}
+
+#[test]
+fn an_invalid_order_is_refused_with_the_line() {
+    let mut bad = order_details();
+    bad.lines[1].quantity = dec!(0);
+    let err = when(&given(&[]), OrderCommand::RecordOrder(bad)).unwrap_err();
+    assert!(matches!(err, OrderError::InvalidOrder(_)), "{err}");
+    assert!(err.to_string().contains("l2"), "{err}");
+}
+
+#[test]
+fn events_round_trip_through_the_store_encoding() {
+    for e in history(vec![
+        PLACED(),
+        PAID(),
+        OrderCommand::RecordRefund(refund("r1", &[("l1", dec!(1))])),
+    ]) {
+        let enc = upline_domain::events::encode(&e).unwrap();
+        let back: OrderEvent = upline_domain::events::decode(&enc.event_type, &enc.data).unwrap();
+        assert_eq!(back, e);
+    }
+}
+
+#[test]
+fn the_stream_name_follows_the_platform_shop_and_order() {
+    assert_eq!(
+        key().stream_name(),
+        "order-shopify-acme.myshopify.com-820982911946154508"
+    );
+}

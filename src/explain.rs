@@ -1,0 +1,364 @@
+//! `upline plan validate` and `upline plan explain`: the plan designer's tools.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use upline_domain::company::Company;
+use upline_domain::engine::{CommissionOutcome, Decision};
+use upline_domain::order::{self, CalculationInputs, OrderCommand, OrderEvent, OrderState};
+use upline_domain::plan::CommissionPlan;
+
+use crate::inputs::{read_json, NetworkFile, OrderFile};
+
+pub fn load_plan(path: &Path) -> Result<CommissionPlan> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    CommissionPlan::from_toml(&text)
+        .map_err(|errors| anyhow::anyhow!("{} is not a valid plan:\n{errors}", path.display()))
+}
+
+pub fn validate(path: &Path) -> Result<String> {
+    let plan = load_plan(path)?;
+    Ok(format!("{} is valid.\n{}", path.display(), plan.summary()))
+}
+
+/// The result of running one order through the real order aggregate.
+struct Explained {
+    inputs: Option<CalculationInputs>,
+    /// The commissions as they stand after every fact in the order file.
+    outcome: Option<CommissionOutcome>,
+    events: Vec<OrderEvent>,
+    state: OrderState,
+}
+
+pub fn explain(
+    plan_path: &Path,
+    order_path: &Path,
+    network_path: &Path,
+    json: bool,
+) -> Result<String> {
+    let plan = load_plan(plan_path)?;
+    let network_file: NetworkFile = read_json(network_path)?;
+    let order_file: OrderFile = read_json(order_path)?;
+    let (network, catalog) = network_file.build(network_path)?;
+    let mut company = Company {
+        network,
+        catalog,
+        ..Company::default()
+    };
+    company
+        .plans
+        .publish(plan)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", plan_path.display()))?;
+
+    let details = order_file.details(&company.network)?;
+    let key = order_file.key();
+    let mut commands = vec![
+        OrderCommand::RecordOrder(details),
+        OrderCommand::RecordPayment {
+            paid_at: order_file.paid_at.unwrap_or(order_file.placed_at),
+        },
+    ];
+    commands.extend(
+        order_file
+            .refunds
+            .iter()
+            .cloned()
+            .map(OrderCommand::RecordRefund),
+    );
+    if let Some(cancelled_at) = order_file.cancelled_at {
+        commands.push(OrderCommand::RecordCancellation { cancelled_at });
+    }
+    let mut run = Explained {
+        inputs: None,
+        outcome: None,
+        events: Vec::new(),
+        state: OrderState::default(),
+    };
+    for command in &commands {
+        let events = order::decide(&run.state, &key, command, &company)
+            .with_context(|| format!("{}: the order cannot be calculated", order_path.display()))?;
+        for event in events {
+            order::evolve(&mut run.state, &event);
+            match &event {
+                OrderEvent::CommissionCalculated { inputs, outcome } => {
+                    run.inputs = Some(inputs.as_ref().clone());
+                    run.outcome = Some(outcome.clone());
+                }
+                OrderEvent::CommissionRecalculated { outcome, .. } => run.outcome = outcome.clone(),
+                _ => {}
+            }
+            run.events.push(event);
+        }
+    }
+    if json {
+        let value = serde_json::json!({ "inputs": run.inputs, "outcome": run.outcome, "events": run.events.iter()
+            .map(upline_domain::events::encode)
+            .map(|e| e.map(|e| (e.event_type, serde_json::from_slice::<serde_json::Value>(&e.data).unwrap_or_default())))
+            .collect::<Result<Vec<_>, _>>()? });
+        return Ok(format!("{}\n", serde_json::to_string_pretty(&value)?));
+    }
+    Ok(render(&order_file, &run))
+}
+
+fn render(order_file: &OrderFile, run: &Explained) -> String {
+    let mut out = String::new();
+    let w = &mut out;
+    let state = &run.state;
+    let Some(details) = &state.details else {
+        return "no order recorded\n".into();
+    };
+    let cur = details.currency;
+    let _ = writeln!(
+        w,
+        "Order {}/{}/{} placed {} in {}",
+        details.key.platform,
+        details.key.shop,
+        details.key.order_id,
+        utc(details.placed_at),
+        cur
+    );
+    match (&details.distributor, &order_file.referral_code) {
+        (Some(d), Some(code)) => {
+            let _ = writeln!(w, "Attributed to distributor {d} (referral code {code})");
+        }
+        (Some(d), None) => {
+            let _ = writeln!(w, "Attributed to distributor {d}");
+        }
+        (None, _) => {
+            let _ = writeln!(w, "Unattributed: the order earns no commission");
+        }
+    }
+    let Some(inputs) = &run.inputs else {
+        let _ = writeln!(
+            w,
+            "\nNo commission was calculated (unattributed, or cancelled before payment)."
+        );
+        return out;
+    };
+    let _ = writeln!(
+        w,
+        "Plan {} (effective {}), plan sha256 {}\nHierarchy snapshot at {}: {} members, sha256 {}",
+        inputs.plan.version,
+        utc(inputs.plan.effective_from),
+        &inputs.plan_hash[..16.min(inputs.plan_hash.len())],
+        utc(inputs.snapshot.at),
+        inputs.snapshot.members.len(),
+        &inputs.snapshot.content_hash[..16.min(inputs.snapshot.content_hash.len())],
+    );
+
+    let _ = writeln!(
+        w,
+        "\nLines (net = subtotal - line discount - order discount share - tax included)"
+    );
+    let mut table = vec![row(&[
+        "line",
+        "sku",
+        "class",
+        "qty",
+        "subtotal",
+        "discount",
+        "order disc.",
+        "tax incl.",
+        "net",
+        "base",
+    ])];
+    for (net, cl) in state.net_lines.iter().zip(&inputs.lines) {
+        table.push(vec![
+            net.line_id.to_string(),
+            net.platform_sku.clone(),
+            cl.commission_class.to_string(),
+            net.quantity.to_string(),
+            net.subtotal.to_string(),
+            net.line_discount.to_string(),
+            net.order_discount_share.to_string(),
+            net.included_tax.to_string(),
+            net.net.to_string(),
+            cl.base.to_string(),
+        ]);
+    }
+    write_table(w, &table);
+    for (sku, cv) in inputs
+        .sku_mappings
+        .iter()
+        .filter_map(|m| m.cv_per_unit.map(|cv| (&m.platform_sku, cv)))
+    {
+        let _ = writeln!(
+            w,
+            "{sku} carries a CV of {cv} per unit: its base is CV x quantity, not its net."
+        );
+    }
+    let _ = writeln!(
+        w,
+        "Shipping {} and tax {} are not commissionable.",
+        details.shipping, details.tax
+    );
+
+    let Some(outcome) = &run.outcome else {
+        let _ = writeln!(
+            w,
+            "\nCancelled after payment: every beneficiary nets to zero."
+        );
+        write_adjustments(w, &run.events);
+        return out;
+    };
+    if !state.refunds.is_empty() {
+        let _ = writeln!(
+            w,
+            "\nAfter {} refund(s), bases are scaled to what was kept.",
+            state.refunds.len()
+        );
+    }
+    let _ = writeln!(
+        w,
+        "\nCommissionable base {} {cur}; cap {} x base = {} {cur}",
+        outcome.commissionable_base, inputs.plan.max_payout_ratio, outcome.cap
+    );
+
+    let _ = writeln!(
+        w,
+        "\nPaid per beneficiary (rounded half-even once per order)"
+    );
+    let mut table = vec![row(&[
+        "level",
+        "distributor",
+        "line",
+        "class",
+        "base",
+        "rate",
+        "amount",
+    ])];
+    for p in &outcome.payouts {
+        for l in outcome
+            .lines
+            .iter()
+            .filter(|l| l.beneficiary == p.beneficiary)
+        {
+            table.push(vec![
+                l.level.to_string(),
+                l.beneficiary.to_string(),
+                l.line_id.to_string(),
+                l.commission_class.to_string(),
+                l.base.to_string(),
+                l.rate.to_string(),
+                l.amount.to_string(),
+            ]);
+        }
+        let cut = if cur.round(p.unrounded) != p.amount {
+            "  (cut by the cap)"
+        } else {
+            ""
+        };
+        table.push(vec![
+            String::new(),
+            format!("= {}", p.beneficiary),
+            String::new(),
+            String::new(),
+            String::new(),
+            "sum".into(),
+            format!("{} -> {} {cur}{cut}", p.unrounded, p.amount),
+        ]);
+    }
+    write_table(w, &table);
+    let _ = writeln!(
+        w,
+        "Total {} {cur} of cap {} {cur}",
+        outcome.total, outcome.cap
+    );
+
+    let _ = writeln!(w, "\nTrace (every upline member considered)");
+    let mut table = vec![row(&[
+        "depth",
+        "distributor",
+        "status",
+        "rank",
+        "level",
+        "decision",
+    ])];
+    for s in &outcome.trace {
+        table.push(vec![
+            s.depth.to_string(),
+            s.distributor_id.to_string(),
+            s.status.as_str().to_string(),
+            s.rank.to_string(),
+            s.level.map_or("-".into(), |l| l.to_string()),
+            describe(&s.decision),
+        ]);
+    }
+    write_table(w, &table);
+    if inputs.snapshot.reached_top {
+        let _ = writeln!(w, "The walk reached the top of the network.");
+    }
+    write_adjustments(w, &run.events);
+    out
+}
+
+fn write_adjustments(w: &mut String, events: &[OrderEvent]) {
+    for e in events {
+        if let OrderEvent::CommissionRecalculated {
+            cause, adjustments, ..
+        } = e
+        {
+            let _ = writeln!(w, "\nRecalculated ({cause:?}):");
+            let mut table = vec![row(&["distributor", "held", "now", "change"])];
+            for a in adjustments {
+                table.push(vec![
+                    a.beneficiary.to_string(),
+                    a.held.to_string(),
+                    a.now.to_string(),
+                    a.change.to_string(),
+                ]);
+            }
+            write_table(w, &table);
+        }
+    }
+}
+
+fn describe(d: &Decision) -> String {
+    match d {
+        Decision::Paid => "paid".into(),
+        Decision::SkippedByCompression => {
+            "skipped: status does not qualify (compressed, no level used)".into()
+        }
+        Decision::StatusNotQualifying => "level used, nothing paid: status does not qualify".into(),
+        Decision::RankTooLow { paid_levels } => {
+            format!("level used, nothing paid: rank unlocks {paid_levels} level(s)")
+        }
+        Decision::NoRateAtLevel => "level used: no class pays at this level".into(),
+        Decision::CutByCap { from, to } if to.is_zero() => {
+            format!("cut by the cap: {from} -> nothing left")
+        }
+        Decision::CutByCap { from, to } => format!("cut by the cap: {from} -> {to}"),
+    }
+}
+
+fn utc(at: chrono::DateTime<chrono::Utc>) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+fn row(cells: &[&str]) -> Vec<String> {
+    cells.iter().map(|c| c.to_string()).collect()
+}
+
+/// Left-aligned text columns, two spaces apart.
+fn write_table(w: &mut String, rows: &[Vec<String>]) {
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|s| s.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    for r in rows {
+        let line: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        let _ = writeln!(w, "  {}", line.join("  ").trim_end());
+    }
+}

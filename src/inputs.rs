@@ -1,0 +1,209 @@
+//! The file formats of `upline plan explain`: an order, and the company's network and catalog.
+//! Both are JSON; amounts may be strings or numbers (never read through a float). The formats are
+//! documented in the README.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use upline_domain::catalog::{Catalog, CatalogCommand, SkuMapping};
+use upline_domain::ids::{
+    DistributorId, Platform, PlatformOrderId, RankName, ReferralCode, ShopId,
+};
+use upline_domain::money::Currency;
+use upline_domain::net::OrderLine;
+use upline_domain::network::{DistributorCommand, Network};
+use upline_domain::order::{OrderDetails, OrderKey, Refund};
+use upline_domain::snapshot::DistributorStatus;
+
+/// Reads a JSON file into `T`, naming the file and the JSON path of any error.
+pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut de = serde_json::Deserializer::from_str(&text);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let at = e.path().to_string();
+        anyhow::anyhow!(
+            "{}: at {}: {}",
+            path.display(),
+            if at.is_empty() { "." } else { &at },
+            e.inner()
+        )
+    })
+}
+
+/// One order, normalised (the seed's "Shopify Order Transform", with lines priced in full).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrderFile {
+    pub platform: Platform,
+    pub shop: ShopId,
+    pub order_id: PlatformOrderId,
+    pub placed_at: DateTime<Utc>,
+    /// When it was paid; defaults to `placed_at`.
+    pub paid_at: Option<DateTime<Utc>>,
+    pub currency: Currency,
+    /// Attribution: a distributor id, or a referral code, or neither (unattributed).
+    pub distributor: Option<DistributorId>,
+    pub referral_code: Option<ReferralCode>,
+    #[serde(default)]
+    pub prices_include_tax: bool,
+    pub lines: Vec<OrderLine>,
+    #[serde(default, with = "upline_domain::money::decimal")]
+    pub order_discount: Decimal,
+    #[serde(default, with = "upline_domain::money::decimal")]
+    pub shipping: Decimal,
+    #[serde(default, with = "upline_domain::money::decimal")]
+    pub tax: Decimal,
+    #[serde(default, with = "upline_domain::money::decimal")]
+    pub declared_total: Decimal,
+    /// Refunds to apply after payment, to see what they reverse.
+    #[serde(default)]
+    pub refunds: Vec<Refund>,
+    /// Set to see a cancellation after payment.
+    pub cancelled_at: Option<DateTime<Utc>>,
+}
+
+impl OrderFile {
+    pub fn key(&self) -> OrderKey {
+        OrderKey {
+            platform: self.platform,
+            shop: self.shop.clone(),
+            order_id: self.order_id.clone(),
+        }
+    }
+
+    /// The order's details, with attribution resolved against the network.
+    pub fn details(&self, network: &Network) -> Result<OrderDetails> {
+        let distributor = match (&self.distributor, &self.referral_code) {
+            (Some(_), Some(_)) => {
+                bail!("order: give either `distributor` or `referral_code`, not both")
+            }
+            (Some(d), None) => Some(d.clone()),
+            (None, Some(code)) => {
+                Some(network.by_referral_code(code).cloned().with_context(|| {
+                    format!("order: referral_code {code} belongs to no distributor")
+                })?)
+            }
+            (None, None) => None,
+        };
+        Ok(OrderDetails {
+            key: self.key(),
+            placed_at: self.placed_at,
+            updated_at: self.placed_at,
+            currency: self.currency,
+            distributor,
+            prices_include_tax: self.prices_include_tax,
+            lines: self.lines.clone(),
+            order_discount: self.order_discount,
+            shipping: self.shipping,
+            tax: self.tax,
+            declared_total: self.declared_total,
+        })
+    }
+}
+
+/// The company as the order met it: distributors, their later changes, and the SKU catalog.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkFile {
+    pub distributors: Vec<DistributorEntry>,
+    #[serde(default)]
+    pub changes: Vec<ChangeEntry>,
+    #[serde(default)]
+    pub sku_mappings: Vec<SkuMapping>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DistributorEntry {
+    pub id: DistributorId,
+    pub sponsor: Option<DistributorId>,
+    #[serde(default)]
+    pub referral_codes: Vec<ReferralCode>,
+    pub country: String,
+    pub status: DistributorStatus,
+    pub rank: RankName,
+    pub joined_at: DateTime<Utc>,
+}
+
+/// A dated change: exactly one of `sponsor`, `status`, `rank`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeEntry {
+    pub distributor: DistributorId,
+    pub effective_at: DateTime<Utc>,
+    pub sponsor: Option<DistributorId>,
+    pub status: Option<DistributorStatus>,
+    pub rank: Option<RankName>,
+}
+
+impl NetworkFile {
+    /// Builds the network and catalog through the same decide/apply path as live commands, so
+    /// every business rule (unknown sponsor, cycles, taken codes) applies to the file too.
+    pub fn build(&self, path: &Path) -> Result<(Network, Catalog)> {
+        let mut network = Network::default();
+        for (i, d) in self.distributors.iter().enumerate() {
+            let command = DistributorCommand::RegisterDistributor {
+                distributor_id: d.id.clone(),
+                sponsor: d.sponsor.clone(),
+                referral_codes: d.referral_codes.clone(),
+                country: d.country.clone(),
+                status: d.status,
+                rank: d.rank.clone(),
+                joined_at: d.joined_at,
+            };
+            apply_command(&mut network, &command)
+                .with_context(|| format!("{}: distributors[{i}] ({})", path.display(), d.id))?;
+        }
+        for (i, c) in self.changes.iter().enumerate() {
+            let command = match (&c.sponsor, c.status, &c.rank) {
+                (Some(s), None, None) => DistributorCommand::ChangeSponsor {
+                    distributor_id: c.distributor.clone(),
+                    sponsor: s.clone(),
+                    effective_at: c.effective_at,
+                },
+                (None, Some(s), None) => DistributorCommand::ChangeStatus {
+                    distributor_id: c.distributor.clone(),
+                    status: s,
+                    effective_at: c.effective_at,
+                },
+                (None, None, Some(r)) => DistributorCommand::ChangeRank {
+                    distributor_id: c.distributor.clone(),
+                    rank: r.clone(),
+                    effective_at: c.effective_at,
+                },
+                _ => bail!(
+                    "{}: changes[{i}]: give exactly one of sponsor, status, rank",
+                    path.display()
+                ),
+            };
+            apply_command(&mut network, &command)
+                .with_context(|| format!("{}: changes[{i}] ({})", path.display(), c.distributor))?;
+        }
+        let mut catalog = Catalog::default();
+        for (i, m) in self.sku_mappings.iter().enumerate() {
+            let events = catalog
+                .decide(&CatalogCommand::MapSku(m.clone()))
+                .with_context(|| {
+                    format!("{}: sku_mappings[{i}] ({})", path.display(), m.platform_sku)
+                })?;
+            for e in &events {
+                catalog
+                    .apply(e)
+                    .with_context(|| format!("{}: sku_mappings[{i}]", path.display()))?;
+            }
+        }
+        Ok((network, catalog))
+    }
+}
+
+fn apply_command(network: &mut Network, command: &DistributorCommand) -> Result<()> {
+    for event in network.decide(command)? {
+        network.apply(&event)?;
+    }
+    Ok(())
+}
