@@ -1,0 +1,83 @@
+//! The event-store port: what the rest of upline needs from an event store.
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+
+use crate::error::StoreError;
+use crate::types::{
+    AllStart, AppendResult, Direction, EventData, ExpectedRevision, RecordedEvent, StreamFilter,
+    StreamStart,
+};
+
+/// An EventStoreDB-shaped event store.
+///
+/// Semantics are EventStoreDB's, so the embedded SQLite adapter and a future
+/// ESDB/KurrentDB adapter are interchangeable and pass the same
+/// [`crate::conformance`] suite:
+///
+/// * `append` is atomic: all events or none. It checks `expected` against the
+///   stream's last revision and fails with
+///   [`StoreError::WrongExpectedRevision`] otherwise. It returns only once the
+///   events are durable.
+/// * Retrying an append with the same event ids and the same `expected`
+///   succeeds without writing again and returns the original
+///   [`AppendResult`] (for [`ExpectedRevision::Any`] it is enough that the
+///   first id is in the stream, followed by the others in order). Ids that
+///   only partially match are a `WrongExpectedRevision`.
+/// * Global positions are assigned in commit order: whoever sees position `p`
+///   also sees every position below `p`.
+#[async_trait]
+pub trait EventStore: Send + Sync {
+    /// Append `events` to `stream` if it is at `expected`.
+    async fn append(
+        &self,
+        stream: &str,
+        expected: ExpectedRevision,
+        events: Vec<EventData>,
+    ) -> Result<AppendResult, StoreError>;
+
+    /// Read up to `max_count` events of one stream. A missing stream reads
+    /// as empty (not an error), like an empty aggregate.
+    async fn read_stream(
+        &self,
+        stream: &str,
+        direction: Direction,
+        from: StreamStart,
+        max_count: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// Read up to `max_count` events of all streams passing `filter`, in
+    /// global position order, starting at `from`.
+    async fn read_all(
+        &self,
+        from: AllStart,
+        filter: &StreamFilter,
+        max_count: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// Catch-up subscription to the global log: every event after `from`
+    /// passing `filter`, then new events as they are committed, in position
+    /// order, without gap or duplicate, however slowly the consumer reads.
+    ///
+    /// The stream ends after yielding an error (e.g. [`StoreError::Closed`]
+    /// when the store closes); resubscribe from the last position processed.
+    /// Dropping the stream unsubscribes.
+    fn subscribe_all(
+        &self,
+        from: AllStart,
+        filter: StreamFilter,
+    ) -> BoxStream<'static, Result<RecordedEvent, StoreError>>;
+
+    /// Stop accepting requests, finish the appends already accepted, and
+    /// release the backend. Afterwards every call fails with
+    /// [`StoreError::Closed`] and live subscriptions end with it. Idempotent.
+    async fn close(&self) -> Result<(), StoreError>;
+
+    /// Revision of the last event of `stream`, `None` if it does not exist.
+    async fn stream_revision(&self, stream: &str) -> Result<Option<u64>, StoreError> {
+        let last = self
+            .read_stream(stream, Direction::Backwards, StreamStart::End, 1)
+            .await?;
+        Ok(last.first().map(|event| event.revision))
+    }
+}

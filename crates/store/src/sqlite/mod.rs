@@ -1,0 +1,352 @@
+//! The embedded adapter: one SQLite file in the data directory.
+//!
+//! * WAL journal + `synchronous=FULL`: an append is durable when it returns,
+//!   and readers never block the writer.
+//! * One writer task owns the only write connection and group-commits
+//!   whatever appends are pending in one transaction (`writer.rs`).
+//! * Reads use a small separate pool; subscriptions page the table and wake
+//!   on the writer's head notification (`subscription.rs`).
+//!
+//! One `SqliteEventStore` per file: subscriptions are woken by *this*
+//! handle's writer only. The schema is documented in `SCHEMA.md`.
+
+mod reader;
+mod subscription;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::ConnectOptions;
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+use tokio::task::JoinHandle;
+
+use crate::conformance::StoreFactory;
+use crate::error::StoreError;
+use crate::limits::{validate_append, validate_filter, validate_read_count, validate_stream_name};
+use crate::port::EventStore;
+use crate::types::{
+    AllStart, AppendResult, Direction, EventData, ExpectedRevision, RecordedEvent, StreamFilter,
+    StreamStart,
+};
+use reader::Reader;
+use writer::{Counters, PreparedEvent, WriteRequest, Writer};
+
+pub use subscription::SUBSCRIPTION_PAGE_SIZE;
+pub use writer::{MAX_BATCH_BYTES, MAX_BATCH_EVENTS, MAX_BATCH_REQUESTS};
+
+/// Appends waiting for the writer. When full, `append` waits (backpressure)
+/// instead of queueing without bound.
+pub const WRITE_QUEUE_CAPACITY: usize = 1_024;
+
+/// Payload bytes (data + metadata) of appends queued for or held by the
+/// writer. Together with [`WRITE_QUEUE_CAPACITY`] this bounds the memory of
+/// pending appends; beyond it `append` waits. At least one full-size append.
+pub const MAX_QUEUED_BYTES: usize = 256 * 1024 * 1024;
+const _: () = assert!(MAX_QUEUED_BYTES >= crate::limits::MAX_APPEND_BYTES);
+const _: () = assert!(MAX_QUEUED_BYTES <= u32::MAX as usize);
+
+/// Read connections. WAL readers run in parallel; a handful covers the
+/// projections and queries of one process on a small machine.
+pub const READ_POOL_SIZE: u32 = 4;
+
+/// How long a connection waits for a lock held by another connection (a
+/// checkpoint, an auditor's sqlite3 shell) before failing.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Counters of the writer since [`SqliteEventStore::open`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriterStats {
+    /// Transactions committed (one per group-committed batch).
+    pub commits: u64,
+    /// Appends that wrote events (idempotent retries and rejections excluded).
+    pub appends_written: u64,
+    /// Events written.
+    pub events_written: u64,
+}
+
+/// The embedded, default [`EventStore`].
+pub struct SqliteEventStore {
+    path: PathBuf,
+    /// `None` once closed.
+    requests: Mutex<Option<mpsc::Sender<WriteRequest>>>,
+    queue_budget: Arc<Semaphore>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    reader: Reader,
+    head: watch::Receiver<u64>,
+    closed: Arc<AtomicBool>,
+    counters: Arc<Counters>,
+}
+
+impl std::fmt::Debug for SqliteEventStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteEventStore")
+            .field("path", &self.path)
+            .field("closed", &self.closed.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The guarded values stay consistent even if a holder panicked.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl SqliteEventStore {
+    /// Open (creating file, parent directories and schema if needed) the
+    /// store at `path`, and start its writer task on the current Tokio runtime.
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            tokio::fs::create_dir_all(parent).await.map_err(|error| {
+                StoreError::database(format!("cannot create {}: {error}", parent.display()))
+            })?;
+        }
+        let mut conn = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(BUSY_TIMEOUT)
+            .connect()
+            .await?;
+        // `run_direct` rather than `run`: `run`'s `Acquire` bound makes this
+        // future fail the `Send` check inside `#[async_trait]` (sqlx#1636).
+        MIGRATOR.run_direct(&mut conn).await?;
+        let head: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(position), 0) FROM events")
+            .fetch_one(&mut conn)
+            .await?;
+        let head = writer::from_sql(head, "position")?;
+
+        let read_options = SqliteConnectOptions::new()
+            .filename(path)
+            .busy_timeout(BUSY_TIMEOUT)
+            // Readers must never write, even by mistake.
+            .pragma("query_only", "ON");
+        let pool = SqlitePoolOptions::new()
+            .max_connections(READ_POOL_SIZE)
+            .connect_with(read_options)
+            .await?;
+
+        let (requests, requests_rx) = mpsc::channel(WRITE_QUEUE_CAPACITY);
+        let (head_tx, head_rx) = watch::channel(head);
+        let counters = Arc::new(Counters::default());
+        let writer = tokio::spawn(
+            Writer {
+                conn,
+                requests: requests_rx,
+                head: head_tx,
+                counters: Arc::clone(&counters),
+                held: None,
+            }
+            .run(),
+        );
+        Ok(SqliteEventStore {
+            path: path.to_owned(),
+            requests: Mutex::new(Some(requests)),
+            queue_budget: Arc::new(Semaphore::new(MAX_QUEUED_BYTES)),
+            writer: Mutex::new(Some(writer)),
+            reader: Reader { pool },
+            head: head_rx,
+            closed: Arc::new(AtomicBool::new(false)),
+            counters,
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Highest global position committed through this handle (or present at open).
+    pub fn head_position(&self) -> u64 {
+        *self.head.borrow()
+    }
+
+    /// Writer counters: `commits` much lower than `appends_written` means
+    /// group commit is batching.
+    pub fn writer_stats(&self) -> WriterStats {
+        WriterStats {
+            commits: self.counters.commits.load(Ordering::Relaxed),
+            appends_written: self.counters.appends_written.load(Ordering::Relaxed),
+            events_written: self.counters.events_written.load(Ordering::Relaxed),
+        }
+    }
+
+    fn ensure_open(&self) -> Result<(), StoreError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(StoreError::Closed);
+        }
+        Ok(())
+    }
+
+    async fn shutdown(&self) -> Result<(), StoreError> {
+        self.closed.store(true, Ordering::Release);
+        // Dropping the last sender lets the writer drain the queue and stop.
+        drop(lock(&self.requests).take());
+        let writer = lock(&self.writer).take();
+        if let Some(writer) = writer {
+            writer
+                .await
+                .map_err(|error| StoreError::database(format!("writer task failed: {error}")))?;
+        }
+        self.reader.pool.close().await;
+        Ok(())
+    }
+}
+
+fn prepare(events: Vec<EventData>) -> Result<(Vec<PreparedEvent>, usize), StoreError> {
+    let mut bytes = 0;
+    let prepared = events
+        .into_iter()
+        .map(|event| {
+            bytes += event.data.len() + event.metadata.len();
+            let event_id = event.id;
+            let not_utf8 = move |_| StoreError::InvalidEvent {
+                event_id,
+                reason: "payload is not UTF-8".to_owned(),
+            };
+            let data = String::from_utf8(event.data).map_err(not_utf8)?;
+            let metadata = if event.metadata.is_empty() {
+                None
+            } else {
+                Some(String::from_utf8(event.metadata).map_err(not_utf8)?)
+            };
+            Ok(PreparedEvent {
+                id: event.id.hyphenated().to_string(),
+                event_type: event.event_type,
+                data,
+                metadata,
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    Ok((prepared, bytes))
+}
+
+#[async_trait]
+impl EventStore for SqliteEventStore {
+    async fn append(
+        &self,
+        stream: &str,
+        expected: ExpectedRevision,
+        events: Vec<EventData>,
+    ) -> Result<AppendResult, StoreError> {
+        validate_append(stream, &events)?;
+        let sender = lock(&self.requests).clone().ok_or(StoreError::Closed)?;
+        let (events, bytes) = prepare(events)?;
+        // Validated: bytes <= MAX_APPEND_BYTES <= MAX_QUEUED_BYTES <= u32::MAX.
+        let permits = u32::try_from(bytes).map_err(|_| StoreError::LimitExceeded {
+            limit: crate::error::Limit::AppendBytes,
+            max: crate::limits::MAX_APPEND_BYTES as u64,
+            actual: bytes as u64,
+        })?;
+        let budget = Arc::clone(&self.queue_budget)
+            .acquire_many_owned(permits)
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        let (reply, answer) = oneshot::channel();
+        let request = WriteRequest {
+            stream: stream.to_owned(),
+            expected,
+            events,
+            bytes,
+            reply,
+            _budget: budget,
+        };
+        sender.send(request).await.map_err(|_| StoreError::Closed)?;
+        drop(sender);
+        // The writer answers every request it takes; a dropped reply means
+        // it stopped (runtime shutting down).
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &str,
+        direction: Direction,
+        from: StreamStart,
+        max_count: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        validate_stream_name(stream)?;
+        validate_read_count(max_count)?;
+        self.ensure_open()?;
+        self.reader
+            .read_stream(stream, direction, from, max_count)
+            .await
+    }
+
+    async fn read_all(
+        &self,
+        from: AllStart,
+        filter: &StreamFilter,
+        max_count: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        validate_filter(filter)?;
+        validate_read_count(max_count)?;
+        self.ensure_open()?;
+        self.reader.read_all(from.after(), filter, max_count).await
+    }
+
+    fn subscribe_all(
+        &self,
+        from: AllStart,
+        filter: StreamFilter,
+    ) -> BoxStream<'static, Result<RecordedEvent, StoreError>> {
+        subscription::subscribe(
+            self.reader.clone(),
+            self.head.clone(),
+            Arc::clone(&self.closed),
+            from,
+            filter,
+        )
+    }
+
+    async fn close(&self) -> Result<(), StoreError> {
+        self.shutdown().await
+    }
+}
+
+/// Opens [`SqliteEventStore`]s on one path, for the conformance suite.
+/// `guard` is kept alive with the factory (e.g. a `tempfile::TempDir`).
+#[derive(Debug)]
+pub struct SqliteFactory<G = ()> {
+    path: PathBuf,
+    _guard: G,
+}
+
+impl SqliteFactory {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        SqliteFactory {
+            path: path.into(),
+            _guard: (),
+        }
+    }
+}
+
+impl<G> SqliteFactory<G> {
+    pub fn with_guard(path: impl Into<PathBuf>, guard: G) -> Self {
+        SqliteFactory {
+            path: path.into(),
+            _guard: guard,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+#[async_trait]
+impl<G: Send + Sync> StoreFactory for SqliteFactory<G> {
+    async fn open(&self) -> Result<Arc<dyn EventStore>, StoreError> {
+        Ok(Arc::new(SqliteEventStore::open(&self.path).await?))
+    }
+}

@@ -1,0 +1,127 @@
+//! Reads, through a small pool of connections separate from the writer's.
+//! In WAL mode readers never block the writer nor each other, and every
+//! statement sees a committed snapshot.
+
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::{SqlitePool, SqliteRow};
+use sqlx::Row;
+use uuid::Uuid;
+
+use super::writer::from_sql;
+use crate::error::StoreError;
+use crate::types::{Direction, RecordedEvent, StreamFilter, StreamStart};
+
+const COLUMNS: &str =
+    "position, stream_id, revision, event_id, event_type, data, metadata, recorded_at";
+
+#[derive(Clone, Debug)]
+pub(crate) struct Reader {
+    pub(crate) pool: SqlitePool,
+}
+
+impl Reader {
+    /// `max_count` is already validated (<= MAX_READ_COUNT).
+    pub(crate) async fn read_stream(
+        &self,
+        stream: &str,
+        direction: Direction,
+        from: StreamStart,
+        max_count: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        if max_count == 0 {
+            return Ok(Vec::new());
+        }
+        // Revisions above i64::MAX cannot be stored: clamp the bound.
+        let clamp = |revision: u64| i64::try_from(revision).unwrap_or(i64::MAX);
+        let (condition, bound, order) = match (direction, from) {
+            (Direction::Forwards, StreamStart::End) => return Ok(Vec::new()),
+            (Direction::Forwards, StreamStart::Start) => (">=", 0, "ASC"),
+            (Direction::Forwards, StreamStart::Revision(revision)) => {
+                if i64::try_from(revision).is_err() {
+                    return Ok(Vec::new());
+                }
+                (">=", clamp(revision), "ASC")
+            }
+            (Direction::Backwards, StreamStart::End) => ("<=", i64::MAX, "DESC"),
+            (Direction::Backwards, StreamStart::Start) => ("<=", 0, "DESC"),
+            (Direction::Backwards, StreamStart::Revision(revision)) => {
+                ("<=", clamp(revision), "DESC")
+            }
+        };
+        let sql = format!(
+            "SELECT {COLUMNS} FROM events WHERE stream_id = ?1 AND revision {condition} ?2 \
+             ORDER BY revision {order} LIMIT ?3"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(stream)
+            .bind(bound)
+            .bind(limit(max_count))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(decode).collect()
+    }
+
+    /// Events with position > `after` passing `filter`, in position order.
+    /// `filter` and `max_count` are already validated.
+    pub(crate) async fn read_all(
+        &self,
+        after: u64,
+        filter: &StreamFilter,
+        max_count: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        if max_count == 0 {
+            return Ok(Vec::new());
+        }
+        let Ok(after) = i64::try_from(after) else {
+            return Ok(Vec::new());
+        };
+        let mut sql = format!("SELECT {COLUMNS} FROM events WHERE position > ?1");
+        if !filter.stream_prefixes.is_empty() {
+            // substr/length count characters on TEXT, consistently.
+            let terms: Vec<String> = (0..filter.stream_prefixes.len())
+                .map(|index| {
+                    let parameter = index + 3;
+                    format!("substr(stream_id, 1, length(?{parameter})) = ?{parameter}")
+                })
+                .collect();
+            sql.push_str(" AND (");
+            sql.push_str(&terms.join(" OR "));
+            sql.push(')');
+        }
+        sql.push_str(" ORDER BY position LIMIT ?2");
+        let mut query = sqlx::query(&sql).bind(after).bind(limit(max_count));
+        for prefix in &filter.stream_prefixes {
+            query = query.bind(prefix.as_str());
+        }
+        let rows = query.fetch_all(&self.pool).await?;
+        rows.iter().map(decode).collect()
+    }
+}
+
+fn limit(max_count: usize) -> i64 {
+    i64::try_from(max_count).unwrap_or(i64::MAX)
+}
+
+fn decode(row: &SqliteRow) -> Result<RecordedEvent, StoreError> {
+    let event_id: String = row.try_get("event_id")?;
+    let id = Uuid::parse_str(&event_id)
+        .map_err(|error| StoreError::database(format!("corrupt event_id {event_id:?}: {error}")))?;
+    let recorded_at: String = row.try_get("recorded_at")?;
+    let recorded_at = DateTime::parse_from_rfc3339(&recorded_at)
+        .map_err(|error| {
+            StoreError::database(format!("corrupt recorded_at {recorded_at:?}: {error}"))
+        })?
+        .with_timezone(&Utc);
+    let data: String = row.try_get("data")?;
+    let metadata: Option<String> = row.try_get("metadata")?;
+    Ok(RecordedEvent {
+        stream_id: row.try_get("stream_id")?,
+        revision: from_sql(row.try_get("revision")?, "revision")?,
+        position: from_sql(row.try_get("position")?, "position")?,
+        id,
+        event_type: row.try_get("event_type")?,
+        data: data.into_bytes(),
+        metadata: metadata.map(String::into_bytes).unwrap_or_default(),
+        recorded_at,
+    })
+}
