@@ -93,10 +93,14 @@ pub fn explain(
         }
     }
     if json {
-        let value = serde_json::json!({ "inputs": run.inputs, "outcome": run.outcome, "events": run.events.iter()
-            .map(upline_domain::events::encode)
-            .map(|e| e.map(|e| (e.event_type, serde_json::from_slice::<serde_json::Value>(&e.data).unwrap_or_default())))
-            .collect::<Result<Vec<_>, _>>()? });
+        let mut events = Vec::with_capacity(run.events.len());
+        for event in &run.events {
+            let encoded = upline_domain::events::encode(event)?;
+            let body: serde_json::Value = serde_json::from_slice(&encoded.data)?;
+            events.push((encoded.event_type, body));
+        }
+        let value =
+            serde_json::json!({ "inputs": run.inputs, "outcome": run.outcome, "events": events });
         return Ok(format!("{}\n", serde_json::to_string_pretty(&value)?));
     }
     Ok(render(&order_file, &run))

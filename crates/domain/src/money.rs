@@ -199,21 +199,16 @@ pub fn parse_decimal(text: &str) -> Result<Decimal, MoneyError> {
     if value.scale() > MAX_AMOUNT_SCALE {
         return Err(MoneyError::TooPrecise(text.to_string()));
     }
-    Ok(value.normalize_scale_keep())
+    Ok(without_negative_zero(value))
 }
 
-trait NormalizeKeep {
-    fn normalize_scale_keep(self) -> Self;
-}
-impl NormalizeKeep for Decimal {
-    /// "-0" and "0.00" become 0 with the scale kept; only the sign of zero is normalised, so that
-    /// two equal amounts serialise to the same text.
-    fn normalize_scale_keep(self) -> Self {
-        if self.is_zero() {
-            Decimal::new(0, self.scale())
-        } else {
-            self
-        }
+/// "-0" and "0.00" become zero with the scale kept: only the sign of zero is normalised, so that
+/// two equal amounts serialise to the same text.
+fn without_negative_zero(value: Decimal) -> Decimal {
+    if value.is_zero() {
+        Decimal::new(0, value.scale())
+    } else {
+        value
     }
 }
 
