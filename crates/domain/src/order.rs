@@ -172,6 +172,9 @@ pub enum OrderEvent {
     /// (cancelled).
     CommissionRecalculated {
         cause: RecalculationCause,
+        /// The currency and plan of the first calculation, which every recalculation reuses.
+        currency: Currency,
+        plan_version: String,
         outcome: Option<CommissionOutcome>,
         adjustments: Vec<CommissionAdjustment>,
     },
@@ -525,10 +528,7 @@ fn commission_events(
     context: &dyn CalculationContext,
 ) -> Result<Vec<OrderEvent>, OrderError> {
     if !state.commissions_due() {
-        return Ok(match state.calculation {
-            Some(_) => recalculated(state, cause, None),
-            None => Vec::new(),
-        });
+        return Ok(recalculated(state, cause, None));
     }
     let Some(details) = &state.details else {
         return Ok(Vec::new());
@@ -558,6 +558,10 @@ fn recalculated(
     cause: RecalculationCause,
     outcome: Option<CommissionOutcome>,
 ) -> Vec<OrderEvent> {
+    let Some(inputs) = &state.calculation else {
+        // Nothing was ever calculated, so nobody holds anything to adjust.
+        return Vec::new();
+    };
     let target = holdings_of(outcome.as_ref());
     let beneficiaries: BTreeSet<&DistributorId> =
         state.holdings.keys().chain(target.keys()).collect();
@@ -579,6 +583,8 @@ fn recalculated(
     }
     vec![OrderEvent::CommissionRecalculated {
         cause,
+        currency: inputs.currency,
+        plan_version: inputs.plan.version.clone(),
         outcome,
         adjustments,
     }]

@@ -1,0 +1,617 @@
+//! The embedded inbox adapter: one SQLite file in the data directory
+//! (`data/inbox.sqlite`), separate from the event store's.
+//!
+//! * WAL journal + `synchronous=FULL`: `accept` returns only when the
+//!   delivery is committed and fsynced. The platform is answered 200 right
+//!   after and never sends it again (WooCommerce does not retry at all).
+//! * One writer task owns the only write connection and group-commits
+//!   whatever requests are pending in one transaction (`sqlite/writer.rs`):
+//!   many concurrent accepts, one fsync.
+//! * Reads (`stats`, `list`, `duplicates_total`) use a small separate pool of
+//!   `query_only` connections.
+//!
+//! Table `deliveries` (migrations in `crates/app/migrations/inbox`): one row
+//! per distinct event, `UNIQUE (platform, shop, dedupe_key)`. A pending row is
+//! handed out when `available_at <= now`; a claim moves `available_at` to the
+//! end of the lease, so an item whose worker died is handed out again once
+//! the lease runs out, and `release` moves it to the end of the back-off.
+//!
+//! `received_at` is kept to the microsecond (RFC 3339 UTC, sortable as text):
+//! a claimed delivery carries the accepted one's time truncated to µs.
+//!
+//! One `SqliteInbox` per file: `new_work` is notified by *this* handle's
+//! writer only.
+
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{ConnectOptions, Row};
+use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
+use tokio::task::JoinHandle;
+use upline_domain::ids::{Platform, ShopId};
+
+use super::{Acceptance, Delivery, Inbox, InboxError, InboxItem, InboxStats, Outcome};
+use writer::{Answer, Counters, NewDelivery, Op, Request, Writer};
+
+pub use writer::{MAX_BATCH_BYTES, MAX_BATCH_REQUESTS};
+
+/// Largest body accepted. Order webhooks are tens of kilobytes; an order at
+/// the domain's bound of 1,000 lines is still well under a megabyte or two.
+/// The bound keeps a hostile or broken sender from filling memory (bodies are
+/// held in memory while queued and when claimed) and the file.
+pub const MAX_DELIVERY_BYTES: usize = 4 * 1024 * 1024;
+
+/// Largest topic + dedupe key + delivery id + selected headers (names and
+/// values), in bytes. The gateway keeps a handful of short headers; this only
+/// stops a bug from storing whole request header sets.
+pub const MAX_DELIVERY_META_BYTES: usize = 64 * 1024;
+
+/// Most items one `claim` hands out (a larger `max` is reduced to it).
+pub const MAX_CLAIM: usize = 256;
+
+/// Most body bytes one `claim` hands out (the first item always goes, even
+/// if larger): bounds a worker's memory at a few full-size deliveries.
+pub const MAX_CLAIM_BYTES: usize = 64 * 1024 * 1024;
+
+/// Most items one `list` returns (a larger `limit` is reduced to it).
+pub const MAX_LIST: usize = 1_000;
+
+/// Longest `last_error` / `outcome_reason` stored, in bytes (longer ones are
+/// cut at a character boundary): a worker's error chain must not bloat rows.
+pub const MAX_REASON_BYTES: usize = 4 * 1024;
+
+/// Requests waiting for the writer. When full, callers wait (backpressure).
+pub const WRITE_QUEUE_CAPACITY: usize = 1_024;
+
+/// Delivery bytes of accepts queued for or held by the writer. Together with
+/// [`WRITE_QUEUE_CAPACITY`] this bounds the memory of pending accepts; beyond
+/// it `accept` waits. At least one full-size delivery.
+pub const MAX_QUEUED_BYTES: usize = 64 * 1024 * 1024;
+const _: () = assert!(MAX_QUEUED_BYTES >= MAX_DELIVERY_BYTES + MAX_DELIVERY_META_BYTES);
+const _: () = assert!(MAX_QUEUED_BYTES <= u32::MAX as usize);
+
+/// Read connections: stats for metrics and `/readyz`, and operators' lists.
+pub const READ_POOL_SIZE: u32 = 2;
+
+/// How long a connection waits for a lock held by another connection (a
+/// checkpoint, an operator's sqlite3 shell) before failing.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/inbox");
+
+/// The columns an [`InboxItem`] is decoded from.
+const ITEM_COLUMNS: &str =
+    "id, platform, shop, topic, dedupe_key, delivery_id, received_at, headers, body, \
+     attempts - 1 AS attempts";
+
+const LIST_COLUMNS: &str =
+    "id, platform, shop, topic, dedupe_key, delivery_id, received_at, headers, body, attempts, \
+     status, available_at, last_error, outcome_reason, completed_at, duplicates";
+
+/// Where an item is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DeliveryStatus {
+    /// Waiting for a worker, leased to one, or waiting out a back-off.
+    Pending,
+    Processed,
+    Ignored,
+    Parked,
+}
+
+impl DeliveryStatus {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            DeliveryStatus::Pending => "pending",
+            DeliveryStatus::Processed => "processed",
+            DeliveryStatus::Ignored => "ignored",
+            DeliveryStatus::Parked => "parked",
+        }
+    }
+}
+
+impl FromStr for DeliveryStatus {
+    type Err = InboxError;
+    fn from_str(s: &str) -> Result<Self, InboxError> {
+        match s {
+            "pending" => Ok(DeliveryStatus::Pending),
+            "processed" => Ok(DeliveryStatus::Processed),
+            "ignored" => Ok(DeliveryStatus::Ignored),
+            "parked" => Ok(DeliveryStatus::Parked),
+            other => Err(InboxError::Storage(format!(
+                "unknown inbox status {other:?} (pending, processed, ignored, parked)"
+            ))),
+        }
+    }
+}
+
+/// One row of the inbox, for operators and tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedItem {
+    pub id: i64,
+    pub delivery: Delivery,
+    pub status: DeliveryStatus,
+    /// How many times a worker took it.
+    pub attempts: u32,
+    /// A pending item is not handed out before this (lease or back-off).
+    pub available_at: DateTime<Utc>,
+    /// The last error given to `release`.
+    pub last_error: Option<String>,
+    /// Why it was ignored or parked.
+    pub outcome_reason: Option<String>,
+    pub completed_at: Option<DateTime<Utc>>,
+    /// How many times the same event was delivered again.
+    pub duplicates: u64,
+}
+
+/// Counters of the writer since [`SqliteInbox::open`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriterStats {
+    /// Transactions committed (one per group-committed batch).
+    pub commits: u64,
+    /// Accepts that stored a new delivery.
+    pub accepted: u64,
+    /// Accepts that found the event already stored.
+    pub duplicates: u64,
+}
+
+/// The embedded, default [`Inbox`].
+pub struct SqliteInbox {
+    path: PathBuf,
+    /// `None` once closed.
+    requests: Mutex<Option<mpsc::Sender<Request>>>,
+    queue_budget: Arc<Semaphore>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    pool: SqlitePool,
+    new_work: Arc<Notify>,
+    counters: Arc<Counters>,
+}
+
+impl std::fmt::Debug for SqliteInbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteInbox")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The guarded values stay consistent even if a holder panicked.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A database failure, as the port's typed error.
+fn storage(error: sqlx::Error) -> InboxError {
+    match error {
+        sqlx::Error::PoolClosed => InboxError::Closed,
+        other => InboxError::Storage(other.to_string()),
+    }
+}
+
+fn corrupt(column: &str, value: impl std::fmt::Debug, error: impl std::fmt::Display) -> InboxError {
+    InboxError::Storage(format!("corrupt {column} {value:?} in the inbox: {error}"))
+}
+
+impl SqliteInbox {
+    /// Open (creating file, parent directories and schema if needed) the
+    /// inbox at `path`, and start its writer task on the current Tokio runtime.
+    pub async fn open(path: &Path) -> Result<Self, InboxError> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            tokio::fs::create_dir_all(parent).await.map_err(|error| {
+                InboxError::Storage(format!("cannot create {}: {error}", parent.display()))
+            })?;
+        }
+        let mut conn = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(BUSY_TIMEOUT)
+            .connect()
+            .await
+            .map_err(storage)?;
+        // `run_direct` rather than `run`: `run`'s `Acquire` bound makes this
+        // future fail the `Send` check inside `#[async_trait]` (sqlx#1636).
+        MIGRATOR
+            .run_direct(&mut conn)
+            .await
+            .map_err(|error| InboxError::Storage(format!("inbox migrations failed: {error}")))?;
+
+        let read_options = SqliteConnectOptions::new()
+            .filename(path)
+            .busy_timeout(BUSY_TIMEOUT)
+            // Readers must never write, even by mistake.
+            .pragma("query_only", "ON");
+        let pool = SqlitePoolOptions::new()
+            .max_connections(READ_POOL_SIZE)
+            .connect_with(read_options)
+            .await
+            .map_err(storage)?;
+
+        let (requests, requests_rx) = mpsc::channel(WRITE_QUEUE_CAPACITY);
+        let new_work = Arc::new(Notify::new());
+        let counters = Arc::new(Counters::default());
+        let writer = tokio::spawn(
+            Writer {
+                conn,
+                requests: requests_rx,
+                new_work: Arc::clone(&new_work),
+                counters: Arc::clone(&counters),
+                held: None,
+            }
+            .run(),
+        );
+        Ok(SqliteInbox {
+            path: path.to_owned(),
+            requests: Mutex::new(Some(requests)),
+            queue_budget: Arc::new(Semaphore::new(MAX_QUEUED_BYTES)),
+            writer: Mutex::new(Some(writer)),
+            pool,
+            new_work,
+            counters,
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Writer counters: `commits` much lower than `accepted + duplicates`
+    /// means group commit is batching.
+    pub fn writer_stats(&self) -> WriterStats {
+        WriterStats {
+            commits: self.counters.commits.load(Ordering::Relaxed),
+            accepted: self.counters.accepted.load(Ordering::Relaxed),
+            duplicates: self.counters.duplicates.load(Ordering::Relaxed),
+        }
+    }
+
+    /// How many deliveries were refused as duplicates, ever (stored in the
+    /// file, so it survives restarts). Deliveries accepted = the sum of the
+    /// [`InboxStats`] counts.
+    pub async fn duplicates_total(&self) -> Result<u64, InboxError> {
+        let total: i64 = sqlx::query_scalar("SELECT COALESCE(SUM(duplicates), 0) FROM deliveries")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(storage)?;
+        u64::try_from(total).map_err(|error| corrupt("duplicates total", total, error))
+    }
+
+    /// Items oldest first, all of them or those with `status` (`pending`,
+    /// `processed`, `ignored`, `parked`); at most `limit`, itself bounded by
+    /// [`MAX_LIST`]. An unknown status is an error, not an empty list.
+    pub async fn list(
+        &self,
+        status: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ListedItem>, InboxError> {
+        let status = status.map(DeliveryStatus::from_str).transpose()?;
+        let limit = i64::try_from(limit.min(MAX_LIST)).unwrap_or(0);
+        let rows = match status {
+            Some(status) => {
+                sqlx::query(&format!(
+                    "SELECT {LIST_COLUMNS} FROM deliveries WHERE status = ?1 ORDER BY id LIMIT ?2"
+                ))
+                .bind(status.as_str())
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await
+            }
+            None => {
+                sqlx::query(&format!(
+                    "SELECT {LIST_COLUMNS} FROM deliveries ORDER BY id LIMIT ?1"
+                ))
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await
+            }
+        }
+        .map_err(storage)?;
+        rows.iter().map(decode_listed).collect()
+    }
+
+    /// Stop the writer after it has answered everything queued, and close
+    /// the read pool. Later calls fail with [`InboxError::Closed`]. Dropping
+    /// the inbox without closing is safe too: whatever `accept` confirmed is
+    /// already on disk.
+    pub async fn close(&self) -> Result<(), InboxError> {
+        // Dropping the last sender lets the writer drain the queue and stop.
+        drop(lock(&self.requests).take());
+        let writer = lock(&self.writer).take();
+        if let Some(writer) = writer {
+            writer
+                .await
+                .map_err(|error| InboxError::Storage(format!("inbox writer failed: {error}")))?;
+        }
+        self.pool.close().await;
+        Ok(())
+    }
+
+    /// Queue `op` for the writer and wait for its answer (after COMMIT).
+    async fn submit(&self, op: Op, bytes: usize) -> Result<Answer, InboxError> {
+        let sender = lock(&self.requests).clone().ok_or(InboxError::Closed)?;
+        let budget = if bytes > 0 {
+            // Checked by the caller: bytes <= MAX_QUEUED_BYTES <= u32::MAX.
+            let permits = u32::try_from(bytes).map_err(|_| InboxError::TooLarge {
+                size: bytes,
+                max: MAX_QUEUED_BYTES,
+            })?;
+            Some(
+                Arc::clone(&self.queue_budget)
+                    .acquire_many_owned(permits)
+                    .await
+                    .map_err(|_| InboxError::Closed)?,
+            )
+        } else {
+            None
+        };
+        let (reply, answer) = oneshot::channel();
+        let request = Request {
+            op,
+            bytes,
+            reply,
+            _budget: budget,
+        };
+        sender.send(request).await.map_err(|_| InboxError::Closed)?;
+        drop(sender);
+        // The writer answers every request it takes; a dropped reply means
+        // it stopped (runtime shutting down).
+        answer.await.map_err(|_| InboxError::Closed)?
+    }
+}
+
+/// Check the bounds and convert to columns, on the caller's task.
+fn prepare(delivery: Delivery) -> Result<(NewDelivery, usize), InboxError> {
+    if delivery.body.len() > MAX_DELIVERY_BYTES {
+        return Err(InboxError::TooLarge {
+            size: delivery.body.len(),
+            max: MAX_DELIVERY_BYTES,
+        });
+    }
+    let meta = delivery.topic.len()
+        + delivery.dedupe_key.len()
+        + delivery.delivery_id.len()
+        + delivery
+            .headers
+            .iter()
+            .map(|(name, value)| name.len() + value.len())
+            .sum::<usize>();
+    if meta > MAX_DELIVERY_META_BYTES {
+        return Err(InboxError::TooLarge {
+            size: meta,
+            max: MAX_DELIVERY_META_BYTES,
+        });
+    }
+    if delivery.dedupe_key.is_empty() {
+        // Every delivery of the shop would be a "duplicate" of the first.
+        return Err(InboxError::Storage(
+            "delivery has an empty dedupe key".to_owned(),
+        ));
+    }
+    let headers = serde_json::to_string(&delivery.headers)
+        .map_err(|error| InboxError::Storage(format!("cannot encode headers: {error}")))?;
+    let bytes = delivery.body.len() + meta;
+    Ok((
+        NewDelivery {
+            platform: delivery.platform.as_str(),
+            shop: delivery.shop.as_str().to_owned(),
+            topic: delivery.topic,
+            dedupe_key: delivery.dedupe_key,
+            delivery_id: delivery.delivery_id,
+            received_at: writer::format_timestamp(delivery.received_at),
+            headers,
+            body: delivery.body,
+        },
+        bytes,
+    ))
+}
+
+/// At most `max` bytes of `text`, cut at a character boundary.
+fn bounded(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
+}
+
+fn parse_timestamp(column: &str, text: &str) -> Result<DateTime<Utc>, InboxError> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|at| at.with_timezone(&Utc))
+        .map_err(|error| corrupt(column, text, error))
+}
+
+fn get<'r, T>(row: &'r SqliteRow, column: &str) -> Result<T, InboxError>
+where
+    T: sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
+{
+    row.try_get(column).map_err(storage)
+}
+
+fn decode_delivery(row: &SqliteRow) -> Result<Delivery, InboxError> {
+    let platform: String = get(row, "platform")?;
+    let shop: String = get(row, "shop")?;
+    let received_at: String = get(row, "received_at")?;
+    let headers: String = get(row, "headers")?;
+    Ok(Delivery {
+        platform: Platform::from_str(&platform)
+            .map_err(|error| corrupt("platform", &platform, error))?,
+        shop: ShopId::new(&shop).map_err(|error| corrupt("shop", &shop, error))?,
+        topic: get(row, "topic")?,
+        dedupe_key: get(row, "dedupe_key")?,
+        delivery_id: get(row, "delivery_id")?,
+        received_at: parse_timestamp("received_at", &received_at)?,
+        headers: serde_json::from_str(&headers)
+            .map_err(|error| corrupt("headers", &headers, error))?,
+        body: get(row, "body")?,
+    })
+}
+
+fn decode_attempts(row: &SqliteRow) -> Result<u32, InboxError> {
+    let attempts: i64 = get(row, "attempts")?;
+    u32::try_from(attempts).map_err(|error| corrupt("attempts", attempts, error))
+}
+
+fn decode_item(row: &SqliteRow) -> Result<InboxItem, InboxError> {
+    Ok(InboxItem {
+        id: get(row, "id")?,
+        delivery: decode_delivery(row)?,
+        attempts: decode_attempts(row)?,
+    })
+}
+
+fn decode_listed(row: &SqliteRow) -> Result<ListedItem, InboxError> {
+    let status: String = get(row, "status")?;
+    let available_at: String = get(row, "available_at")?;
+    let completed_at: Option<String> = get(row, "completed_at")?;
+    let duplicates: i64 = get(row, "duplicates")?;
+    Ok(ListedItem {
+        id: get(row, "id")?,
+        delivery: decode_delivery(row)?,
+        status: DeliveryStatus::from_str(&status)
+            .map_err(|error| corrupt("status", &status, error))?,
+        attempts: decode_attempts(row)?,
+        available_at: parse_timestamp("available_at", &available_at)?,
+        last_error: get(row, "last_error")?,
+        outcome_reason: get(row, "outcome_reason")?,
+        completed_at: completed_at
+            .map(|at| parse_timestamp("completed_at", &at))
+            .transpose()?,
+        duplicates: u64::try_from(duplicates)
+            .map_err(|error| corrupt("duplicates", duplicates, error))?,
+    })
+}
+
+fn unexpected(answer: Answer) -> InboxError {
+    InboxError::Storage(format!(
+        "inbox writer gave an unexpected answer: {answer:?}"
+    ))
+}
+
+#[async_trait]
+impl Inbox for SqliteInbox {
+    async fn accept(&self, delivery: Delivery) -> Result<Acceptance, InboxError> {
+        let (delivery, bytes) = prepare(delivery)?;
+        match self.submit(Op::Accept(delivery), bytes).await? {
+            Answer::Accepted(acceptance) => Ok(acceptance),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn claim(&self, max: usize, lease: Duration) -> Result<Vec<InboxItem>, InboxError> {
+        let max = max.min(MAX_CLAIM);
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        match self.submit(Op::Claim { max, lease }, 0).await? {
+            Answer::Claimed(rows) => rows.iter().map(decode_item).collect(),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn complete(&self, id: i64, outcome: &Outcome) -> Result<(), InboxError> {
+        let (status, reason) = match outcome {
+            Outcome::Processed => (DeliveryStatus::Processed, None),
+            Outcome::Ignored { reason } => (DeliveryStatus::Ignored, Some(reason)),
+            Outcome::Parked { reason } => (DeliveryStatus::Parked, Some(reason)),
+        };
+        let op = Op::Complete {
+            id,
+            status: status.as_str(),
+            reason: reason.map(|reason| bounded(reason, MAX_REASON_BYTES)),
+        };
+        match self.submit(op, 0).await? {
+            Answer::Done => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn release(&self, id: i64, error: &str, retry_after: Duration) -> Result<(), InboxError> {
+        let op = Op::Release {
+            id,
+            error: bounded(error, MAX_REASON_BYTES),
+            retry_after,
+        };
+        match self.submit(op, 0).await? {
+            Answer::Done => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn stats(&self) -> Result<InboxStats, InboxError> {
+        let rows = sqlx::query(
+            "SELECT status, COUNT(*) AS count, MIN(received_at) AS oldest \
+             FROM deliveries GROUP BY status",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(storage)?;
+        let mut stats = InboxStats::default();
+        for row in &rows {
+            let status: String = get(row, "status")?;
+            let count: i64 = get(row, "count")?;
+            let count = u64::try_from(count).map_err(|error| corrupt("count", count, error))?;
+            match DeliveryStatus::from_str(&status)
+                .map_err(|error| corrupt("status", &status, error))?
+            {
+                DeliveryStatus::Pending => {
+                    stats.pending = count;
+                    let oldest: Option<String> = get(row, "oldest")?;
+                    stats.oldest_pending = oldest
+                        .map(|at| parse_timestamp("received_at", &at))
+                        .transpose()?;
+                }
+                DeliveryStatus::Processed => stats.processed = count,
+                DeliveryStatus::Ignored => stats.ignored = count,
+                DeliveryStatus::Parked => stats.parked = count,
+            }
+        }
+        Ok(stats)
+    }
+
+    fn new_work(&self) -> Arc<Notify> {
+        Arc::clone(&self.new_work)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_are_cut_at_a_character_boundary() {
+        assert_eq!(bounded("short", 10), "short");
+        assert_eq!(bounded("abcdef", 3), "abc");
+        // 'é' is two bytes: a cut in its middle falls back before it.
+        assert_eq!(bounded("aé", 2), "a");
+    }
+
+    #[test]
+    fn statuses_round_trip_and_unknown_ones_are_refused() {
+        for status in [
+            DeliveryStatus::Pending,
+            DeliveryStatus::Processed,
+            DeliveryStatus::Ignored,
+            DeliveryStatus::Parked,
+        ] {
+            assert_eq!(DeliveryStatus::from_str(status.as_str()), Ok(status));
+        }
+        assert!(DeliveryStatus::from_str("parkd").is_err());
+    }
+}

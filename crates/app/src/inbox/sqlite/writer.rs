@@ -1,0 +1,424 @@
+//! The single writer task: every write of the inbox, group-committed.
+//!
+//! One task owns the only write connection. Requests (accept, claim,
+//! complete, release) arrive over a bounded channel; the writer takes
+//! everything pending (up to the batch bounds), runs each request in arrival
+//! order inside ONE `BEGIN IMMEDIATE` transaction, commits once (one fsync
+//! for the whole batch), wakes workers for the new deliveries and then
+//! answers every request. A hundred concurrent `accept`s cost one fsync, and
+//! since SQLite sees one writer, concurrent accepts of the same event cannot
+//! race: the first one inserts, the others hit `UNIQUE` and are duplicates.
+//!
+//! Each request runs inside its own `SAVEPOINT`: a request the database
+//! refuses is rolled back alone and answered with its error, without failing
+//! the others of its batch. If the transaction itself fails (BEGIN, COMMIT,
+//! or SQLite rolled everything back after an I/O error), every request of the
+//! batch is answered with an error and nothing of it is stored.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Datelike, Utc};
+use sqlx::sqlite::{SqliteConnection, SqliteRow};
+use sqlx::Row;
+use tokio::sync::{mpsc, oneshot, Notify, OwnedSemaphorePermit};
+
+use super::{storage, ITEM_COLUMNS};
+use crate::inbox::{Acceptance, InboxError};
+
+/// Most requests run in one transaction. Bounds the latency a batch adds to
+/// its first request and the work a failed COMMIT throws away.
+pub const MAX_BATCH_REQUESTS: usize = 256;
+
+/// Most delivery bytes committed in one transaction. A single delivery is at
+/// most [`super::MAX_DELIVERY_BYTES`] + [`super::MAX_DELIVERY_META_BYTES`],
+/// so it always fits alone.
+pub const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
+const _: () =
+    assert!(MAX_BATCH_BYTES >= super::MAX_DELIVERY_BYTES + super::MAX_DELIVERY_META_BYTES);
+
+/// A delivery checked and converted to its column representation on the
+/// caller's task, so that the writer spends its time only on SQL.
+#[derive(Debug)]
+pub(crate) struct NewDelivery {
+    pub(crate) platform: &'static str,
+    pub(crate) shop: String,
+    pub(crate) topic: String,
+    pub(crate) dedupe_key: String,
+    pub(crate) delivery_id: String,
+    pub(crate) received_at: String,
+    /// JSON object.
+    pub(crate) headers: String,
+    pub(crate) body: Vec<u8>,
+}
+
+#[derive(Debug)]
+pub(crate) enum Op {
+    Accept(NewDelivery),
+    /// `max` is already bounded by [`super::MAX_CLAIM`] and at least 1.
+    Claim {
+        max: usize,
+        lease: Duration,
+    },
+    Complete {
+        id: i64,
+        status: &'static str,
+        reason: Option<String>,
+    },
+    Release {
+        id: i64,
+        error: String,
+        retry_after: Duration,
+    },
+}
+
+pub(crate) enum Answer {
+    Accepted(Acceptance),
+    /// Rows of [`ITEM_COLUMNS`], `attempts` as it was before this claim.
+    Claimed(Vec<SqliteRow>),
+    Done,
+}
+
+impl std::fmt::Debug for Answer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Answer::Accepted(acceptance) => f.debug_tuple("Accepted").field(acceptance).finish(),
+            Answer::Claimed(rows) => write!(f, "Claimed({} rows)", rows.len()),
+            Answer::Done => f.write_str("Done"),
+        }
+    }
+}
+
+/// One request waiting for the writer.
+#[derive(Debug)]
+pub(crate) struct Request {
+    pub(crate) op: Op,
+    /// Delivery bytes, for the batch bound (0 for everything but accepts).
+    pub(crate) bytes: usize,
+    pub(crate) reply: oneshot::Sender<Result<Answer, InboxError>>,
+    /// `bytes` permits of the queue's memory budget, released when the
+    /// request is answered and dropped.
+    pub(crate) _budget: Option<OwnedSemaphorePermit>,
+}
+
+/// Counters of the writer, for tests and metrics.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) commits: AtomicU64,
+    pub(crate) accepted: AtomicU64,
+    pub(crate) duplicates: AtomicU64,
+}
+
+pub(crate) struct Writer {
+    pub(crate) conn: SqliteConnection,
+    pub(crate) requests: mpsc::Receiver<Request>,
+    pub(crate) new_work: Arc<Notify>,
+    pub(crate) counters: Arc<Counters>,
+    /// A request taken from the channel that did not fit the previous batch.
+    pub(crate) held: Option<Request>,
+}
+
+impl Writer {
+    /// Runs until every sender is gone and the queue is drained.
+    pub(crate) async fn run(mut self) {
+        while let Some(batch) = self.next_batch().await {
+            self.commit_batch(batch).await;
+        }
+    }
+
+    async fn next_batch(&mut self) -> Option<Vec<Request>> {
+        let first = match self.held.take() {
+            Some(request) => request,
+            None => self.requests.recv().await?,
+        };
+        let mut bytes = first.bytes;
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH_REQUESTS {
+            let Ok(next) = self.requests.try_recv() else {
+                break;
+            };
+            if bytes + next.bytes > MAX_BATCH_BYTES {
+                self.held = Some(next);
+                break;
+            }
+            bytes += next.bytes;
+            batch.push(next);
+        }
+        Some(batch)
+    }
+
+    async fn commit_batch(&mut self, batch: Vec<Request>) {
+        let now = Utc::now();
+        let mut results = Vec::with_capacity(batch.len());
+        if let Err(error) = self.write_batch(&batch, now, &mut results).await {
+            if let Err(rollback) = self.exec("ROLLBACK").await {
+                // SQLite may already have rolled back on its own.
+                tracing::debug!(error = %rollback, "rollback after a failed inbox batch");
+            }
+            tracing::error!(%error, requests = batch.len(), "inbox batch failed");
+            for request in batch {
+                let _ = request.reply.send(Err(error.clone()));
+            }
+            return;
+        }
+        self.counters.commits.fetch_add(1, Ordering::Relaxed);
+        for result in &results {
+            match result {
+                Ok(Answer::Accepted(Acceptance::New { .. })) => {
+                    self.counters.accepted.fetch_add(1, Ordering::Relaxed);
+                    // `notify_one` stores a permit when no worker is waiting
+                    // at this instant, so a worker between an empty claim and
+                    // its next wait still wakes up: no lost wake-up.
+                    self.new_work.notify_one();
+                }
+                Ok(Answer::Accepted(Acceptance::Duplicate { .. })) => {
+                    self.counters.duplicates.fetch_add(1, Ordering::Relaxed);
+                }
+                _ => {}
+            }
+        }
+        for (request, result) in batch.into_iter().zip(results) {
+            // The caller may have given up waiting; nothing to do then.
+            let _ = request.reply.send(result);
+        }
+    }
+
+    /// One transaction for the whole batch, one savepoint per request. On
+    /// `Err` nothing is committed and the caller rolls back.
+    async fn write_batch(
+        &mut self,
+        batch: &[Request],
+        now: DateTime<Utc>,
+        results: &mut Vec<Result<Answer, InboxError>>,
+    ) -> Result<(), InboxError> {
+        self.exec("BEGIN IMMEDIATE").await?;
+        for request in batch {
+            self.exec("SAVEPOINT request").await?;
+            match self.execute(&request.op, now).await {
+                Ok(answer) => {
+                    self.exec("RELEASE request").await?;
+                    results.push(Ok(answer));
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "inbox refused one request of a batch");
+                    // Fails (and so fails the batch) if SQLite already rolled
+                    // the whole transaction back.
+                    self.exec("ROLLBACK TO request").await?;
+                    self.exec("RELEASE request").await?;
+                    results.push(Err(error));
+                }
+            }
+        }
+        self.exec("COMMIT").await
+    }
+
+    async fn exec(&mut self, sql: &str) -> Result<(), InboxError> {
+        sqlx::query(sql)
+            .execute(&mut self.conn)
+            .await
+            .map_err(storage)?;
+        Ok(())
+    }
+
+    async fn execute(&mut self, op: &Op, now: DateTime<Utc>) -> Result<Answer, InboxError> {
+        match op {
+            Op::Accept(delivery) => self.accept(delivery, now).await.map(Answer::Accepted),
+            Op::Claim { max, lease } => self.claim(*max, *lease, now).await.map(Answer::Claimed),
+            Op::Complete { id, status, reason } => {
+                self.complete(*id, status, reason.as_deref(), now).await?;
+                Ok(Answer::Done)
+            }
+            Op::Release {
+                id,
+                error,
+                retry_after,
+            } => {
+                self.release(*id, error, *retry_after, now).await?;
+                Ok(Answer::Done)
+            }
+        }
+    }
+
+    /// Insert, or count one more duplicate of the stored row: one atomic
+    /// statement either way. `duplicates` is 0 exactly when this inserted.
+    async fn accept(
+        &mut self,
+        delivery: &NewDelivery,
+        now: DateTime<Utc>,
+    ) -> Result<Acceptance, InboxError> {
+        let row = sqlx::query(
+            "INSERT INTO deliveries \
+             (platform, shop, topic, dedupe_key, delivery_id, received_at, headers, body, \
+              available_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
+             ON CONFLICT (platform, shop, dedupe_key) DO UPDATE SET duplicates = duplicates + 1 \
+             RETURNING id, duplicates",
+        )
+        .bind(delivery.platform)
+        .bind(delivery.shop.as_str())
+        .bind(delivery.topic.as_str())
+        .bind(delivery.dedupe_key.as_str())
+        .bind(delivery.delivery_id.as_str())
+        .bind(delivery.received_at.as_str())
+        .bind(delivery.headers.as_str())
+        .bind(delivery.body.as_slice())
+        .bind(format_timestamp(now))
+        .fetch_one(&mut self.conn)
+        .await
+        .map_err(storage)?;
+        let id: i64 = row.try_get("id").map_err(storage)?;
+        let duplicates: i64 = row.try_get("duplicates").map_err(storage)?;
+        Ok(if duplicates == 0 {
+            Acceptance::New { id }
+        } else {
+            Acceptance::Duplicate { id }
+        })
+    }
+
+    /// Lease the oldest available pending items: at most `max`, and no more
+    /// bodies than [`super::MAX_CLAIM_BYTES`] (but always the first one).
+    async fn claim(
+        &mut self,
+        max: usize,
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<SqliteRow>, InboxError> {
+        let sql = format!(
+            "UPDATE deliveries SET attempts = attempts + 1, available_at = ?3 \
+             WHERE id IN ( \
+               SELECT id FROM ( \
+                 SELECT id, SUM(len) OVER (ORDER BY id ROWS UNBOUNDED PRECEDING) - len AS before \
+                 FROM ( \
+                   SELECT id, length(body) AS len FROM deliveries \
+                   WHERE status = 'pending' AND available_at <= ?1 \
+                   ORDER BY id LIMIT ?2)) \
+               WHERE before < ?4) \
+             RETURNING {ITEM_COLUMNS}"
+        );
+        let mut rows = sqlx::query(&sql)
+            .bind(format_timestamp(now))
+            .bind(i64::try_from(max).unwrap_or(i64::MAX))
+            .bind(format_timestamp(later(now, lease)))
+            .bind(i64::try_from(super::MAX_CLAIM_BYTES).unwrap_or(i64::MAX))
+            .fetch_all(&mut self.conn)
+            .await
+            .map_err(storage)?;
+        // RETURNING has no defined order.
+        let mut keyed = Vec::with_capacity(rows.len());
+        for row in rows.drain(..) {
+            let id: i64 = row.try_get("id").map_err(storage)?;
+            keyed.push((id, row));
+        }
+        keyed.sort_unstable_by_key(|(id, _)| *id);
+        Ok(keyed.into_iter().map(|(_, row)| row).collect())
+    }
+
+    /// The first completion stands: completing again changes nothing.
+    async fn complete(
+        &mut self,
+        id: i64,
+        status: &str,
+        reason: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<(), InboxError> {
+        let done = sqlx::query(
+            "UPDATE deliveries SET status = ?2, outcome_reason = ?3, completed_at = ?4 \
+             WHERE id = ?1 AND status = 'pending'",
+        )
+        .bind(id)
+        .bind(status)
+        .bind(reason)
+        .bind(format_timestamp(now))
+        .execute(&mut self.conn)
+        .await
+        .map_err(storage)?;
+        if done.rows_affected() == 0 {
+            self.ensure_exists(id).await?;
+        }
+        Ok(())
+    }
+
+    /// A completed item stays completed: releasing it changes nothing (a
+    /// worker whose lease ran out may release what another one finished).
+    async fn release(
+        &mut self,
+        id: i64,
+        error: &str,
+        retry_after: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<(), InboxError> {
+        let done = sqlx::query(
+            "UPDATE deliveries SET available_at = ?2, last_error = ?3 \
+             WHERE id = ?1 AND status = 'pending'",
+        )
+        .bind(id)
+        .bind(format_timestamp(later(now, retry_after)))
+        .bind(error)
+        .execute(&mut self.conn)
+        .await
+        .map_err(storage)?;
+        if done.rows_affected() == 0 {
+            self.ensure_exists(id).await?;
+        }
+        Ok(())
+    }
+
+    async fn ensure_exists(&mut self, id: i64) -> Result<(), InboxError> {
+        let found: Option<i64> = sqlx::query_scalar("SELECT id FROM deliveries WHERE id = ?1")
+            .bind(id)
+            .fetch_optional(&mut self.conn)
+            .await
+            .map_err(storage)?;
+        match found {
+            Some(_) => Ok(()),
+            None => Err(InboxError::UnknownItem(id)),
+        }
+    }
+}
+
+/// The latest time stored: timestamps keep four-digit years so that they
+/// sort as text. A lease or back-off beyond it means "never, in practice".
+const LAST_TIMESTAMP: &str = "9999-12-31T23:59:59.999999Z";
+const FIRST_TIMESTAMP: &str = "0000-01-01T00:00:00.000000Z";
+
+/// RFC 3339 UTC with exactly microsecond precision and a four-digit year, so
+/// that timestamps sort as text (years outside 0..=9999 are clamped).
+pub(crate) fn format_timestamp(at: DateTime<Utc>) -> String {
+    match at.year() {
+        year if year > 9999 => LAST_TIMESTAMP.to_owned(),
+        year if year < 0 => FIRST_TIMESTAMP.to_owned(),
+        _ => at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
+    }
+}
+
+/// `now + delay`, saturating (a `Duration::MAX` lease must not wrap around).
+fn later(now: DateTime<Utc>, delay: Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(delay)
+        .ok()
+        .and_then(|delay| now.checked_add_signed(delay))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_sort_as_text_and_saturate() {
+        let at = DateTime::parse_from_rfc3339("2024-05-01T12:00:00.123456789Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(format_timestamp(at), "2024-05-01T12:00:00.123456Z");
+        assert_eq!(format_timestamp(later(at, Duration::MAX)), LAST_TIMESTAMP);
+        assert_eq!(
+            format_timestamp(later(at, Duration::from_millis(1500))),
+            "2024-05-01T12:00:01.623456Z"
+        );
+        assert!(format_timestamp(at) < format_timestamp(later(at, Duration::from_micros(1))));
+        assert!(
+            format_timestamp(later(at, Duration::from_secs(86_400 * 365))).as_str()
+                < LAST_TIMESTAMP
+        );
+    }
+}

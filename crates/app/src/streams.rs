@@ -1,0 +1,49 @@
+//! Stream names: one place that says which stream holds what.
+//!
+//! | stream | holds |
+//! |---|---|
+//! | `order-{platform}-{shop}-{order id}` | the order aggregate's events |
+//! | `distributor-{id}` | the distributor's registration and changes, then their commission postings |
+//! | `sku-{platform}-{platform sku}` | the SKU's mapping versions |
+//! | `plan-{version}` | the published plan document |
+//! | `customer-{platform}-{shop}-{customer id}` | who the customer is enrolled with |
+//! | `parked-{order stream}` | updates of an order that could not be processed, and their retries |
+//! | `checkpoint-{name}` | a process manager's position in `$all` |
+
+use upline_domain::ids::{DistributorId, Platform, ShopId};
+use upline_domain::order::OrderKey;
+
+pub const ORDER_PREFIX: &str = "order-";
+pub const DISTRIBUTOR_PREFIX: &str = "distributor-";
+pub const SKU_PREFIX: &str = "sku-";
+pub const PLAN_PREFIX: &str = "plan-";
+pub const CUSTOMER_PREFIX: &str = "customer-";
+pub const PARKED_PREFIX: &str = "parked-";
+
+pub fn order(key: &OrderKey) -> String {
+    key.stream_name()
+}
+
+pub fn distributor(id: &DistributorId) -> String {
+    format!("{DISTRIBUTOR_PREFIX}{id}")
+}
+
+pub fn sku(platform: Platform, platform_sku: &str) -> String {
+    format!("{SKU_PREFIX}{platform}-{}", platform_sku.trim())
+}
+
+pub fn plan(version: &str) -> String {
+    format!("{PLAN_PREFIX}{version}")
+}
+
+pub fn customer(platform: Platform, shop: &ShopId, customer_id: &str) -> String {
+    format!("{CUSTOMER_PREFIX}{platform}-{shop}-{customer_id}")
+}
+
+pub fn parked(order_stream: &str) -> String {
+    format!("{PARKED_PREFIX}{order_stream}")
+}
+
+pub fn checkpoint(name: &str) -> String {
+    format!("checkpoint-{name}")
+}

@@ -1,0 +1,146 @@
+//! The inbox worker: takes verified deliveries from the durable inbox and turns each into order
+//! commands. A delivery is completed only after its events are durable, so a crash anywhere means
+//! the delivery is handed out again (its lease runs out) and processed again, which changes
+//! nothing the second time: the order stream's revision and the facts already known guard it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use upline_domain::events::{EventSource, EVENT_ID_NAMESPACE};
+use upline_platforms::model::Interpretation;
+use uuid::Uuid;
+
+use crate::eventio::Provenance;
+use crate::inbox::{Inbox, InboxError, InboxItem, Outcome};
+use crate::orders::{App, UpdateOutcome};
+
+/// Deliveries claimed at once.
+pub const CLAIM_BATCH: usize = 32;
+/// How long a claimed delivery is ours before another worker may take it (a dead worker's items
+/// come back after this).
+pub const LEASE: Duration = Duration::from_secs(30);
+/// How long to wait before retrying a delivery that failed for a transient reason.
+pub const RETRY_AFTER: Duration = Duration::from_secs(5);
+/// How often an idle worker looks again even without a wake-up (a lease may have run out).
+pub const IDLE_POLL: Duration = Duration::from_secs(1);
+
+pub struct Worker {
+    inbox: Arc<dyn Inbox>,
+    app: Arc<App>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("inbox: {0}")]
+    Inbox(#[from] InboxError),
+}
+
+impl Worker {
+    pub fn new(inbox: Arc<dyn Inbox>, app: Arc<App>) -> Worker {
+        Worker { inbox, app }
+    }
+
+    /// Processes deliveries as they arrive until `shutdown` turns true; the delivery in hand is
+    /// finished first.
+    pub async fn run(&self, mut shutdown: watch::Receiver<bool>) -> Result<(), WorkerError> {
+        let wake = self.inbox.new_work();
+        loop {
+            if *shutdown.borrow() {
+                return Ok(());
+            }
+            let done = self.process_available().await?;
+            if done > 0 {
+                continue;
+            }
+            tokio::select! {
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep(IDLE_POLL) => {}
+                changed = shutdown.changed() => {
+                    if changed.is_err() {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+
+    /// One pass: claims and processes what is available now. Returns how many were processed.
+    pub async fn process_available(&self) -> Result<usize, WorkerError> {
+        let mut total = 0;
+        loop {
+            let items = self.inbox.claim(CLAIM_BATCH, LEASE).await?;
+            if items.is_empty() {
+                return Ok(total);
+            }
+            for item in items {
+                total += 1;
+                self.process(item).await?;
+            }
+        }
+    }
+
+    async fn process(&self, item: InboxItem) -> Result<(), WorkerError> {
+        let d = &item.delivery;
+        let interpretation = upline_platforms::interpret(d.platform, &d.shop, &d.topic, &d.body);
+        let update = match interpretation {
+            Ok(Interpretation::Order(update)) => update,
+            Ok(Interpretation::Ignored { reason }) => {
+                return Ok(self
+                    .inbox
+                    .complete(item.id, &Outcome::Ignored { reason })
+                    .await?);
+            }
+            Err(e) => {
+                let reason = format!("payload: {e}");
+                return Ok(self
+                    .inbox
+                    .complete(item.id, &Outcome::Parked { reason })
+                    .await?);
+            }
+        };
+        let identity = format!("{}/{}/{}", d.platform, d.shop, d.dedupe_key);
+        let provenance = Provenance {
+            correlation_id: Uuid::new_v5(&EVENT_ID_NAMESPACE, identity.as_bytes()),
+            causation_id: Uuid::new_v5(
+                &EVENT_ID_NAMESPACE,
+                format!("{identity}#{}", d.delivery_id).as_bytes(),
+            ),
+            source: EventSource::WebhookDelivery {
+                platform: d.platform,
+                shop: d.shop.clone(),
+                delivery_id: d.delivery_id.clone(),
+            },
+        };
+        let source = format!("inbox #{} ({} {})", item.id, d.platform, d.topic);
+        match self.app.handle_update(&update, &provenance, &source).await {
+            // A parked order update is kept whole in the event store (`parked-{order}`), where
+            // `upline parked retry` finds it: the delivery itself is done with.
+            Ok(UpdateOutcome::Parked { reason, .. }) => {
+                tracing::info!(delivery = item.id, reason = %reason, "order update parked");
+                self.inbox.complete(item.id, &Outcome::Processed).await?;
+            }
+            Ok(_) => self.inbox.complete(item.id, &Outcome::Processed).await?,
+            Err(e) if e.is_transient() => {
+                tracing::warn!(delivery = item.id, error = %e, "delivery failed; retrying later");
+                self.inbox
+                    .release(item.id, &e.to_string(), RETRY_AFTER)
+                    .await?;
+            }
+            Err(e) => {
+                // Not a business refusal (those park inside `handle_update`) and not transient:
+                // a stored event that cannot be read. Park the delivery so nothing is lost.
+                tracing::error!(delivery = item.id, error = %e, "delivery cannot be processed");
+                self.inbox
+                    .complete(
+                        item.id,
+                        &Outcome::Parked {
+                            reason: e.to_string(),
+                        },
+                    )
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,549 @@
+//! The application layer against the real embedded store: updates in, order events and
+//! distributor postings out, exactly once, whatever the arrival order; parking and retry.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use chrono::{DateTime, TimeZone, Utc};
+use rust_decimal::Decimal;
+use rust_decimal_macros::dec;
+use upline_app::records::{CheckpointEvent, PostingEvent};
+use upline_app::{streams, App, AppConfig, CommissionPostings, Provenance, UpdateOutcome};
+use upline_domain::catalog::SkuMapping;
+use upline_domain::ids::*;
+use upline_domain::money::Currency;
+use upline_domain::net::OrderLine;
+use upline_domain::network::DistributorCommand;
+use upline_domain::order::{OrderKey, Refund, RefundLine, RefundScope};
+use upline_domain::plan::CommissionPlan;
+use upline_domain::snapshot::DistributorStatus;
+use upline_platforms::model::{AttributionHints, NormalizedOrder, OrderFact, OrderUpdate};
+use upline_store::{AllStart, EventStore, ExpectedRevision, SqliteEventStore, StreamFilter};
+
+fn t(month: u32, day: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, month, day, 12, 0, 0)
+        .single()
+        .unwrap()
+}
+
+fn cmd() -> Provenance {
+    Provenance::command("test")
+}
+
+async fn open_store(dir: &Path) -> Arc<dyn EventStore> {
+    Arc::new(
+        SqliteEventStore::open(&dir.join("events.sqlite"))
+            .await
+            .unwrap(),
+    )
+}
+
+/// The example plan, a chain top <- d1 <- d2 <- d3 (all gold, active) and two mapped SKUs.
+async fn seed_company(app: &App) {
+    let plan = CommissionPlan::from_toml(include_str!("../../../examples/plan.toml")).unwrap();
+    app.company().publish_plan(plan, &cmd()).await.unwrap();
+    let mut sponsor: Option<DistributorId> = None;
+    for (i, name) in ["top", "d1", "d2", "d3"].iter().enumerate() {
+        let id = DistributorId::new(name).unwrap();
+        let command = DistributorCommand::RegisterDistributor {
+            distributor_id: id.clone(),
+            sponsor: sponsor.clone(),
+            referral_codes: vec![ReferralCode::new(format!("CODE{i}")).unwrap()],
+            country: "US".into(),
+            status: DistributorStatus::Active,
+            rank: RankName::new("gold").unwrap(),
+            joined_at: t(1, 1),
+        };
+        app.company()
+            .execute_network(&command, &cmd())
+            .await
+            .unwrap();
+        sponsor = Some(id);
+    }
+    for (sku, class) in [("SUPP001", "retail"), ("KIT-STARTER-001", "starter_kit")] {
+        map_sku(app, sku, class).await;
+    }
+}
+
+async fn map_sku(app: &App, sku: &str, class: &str) {
+    let mapping = SkuMapping {
+        platform: Platform::Shopify,
+        platform_sku: sku.into(),
+        effective_from: t(1, 1),
+        sku_id: SkuId::new(sku).unwrap(),
+        name: sku.into(),
+        category: class.into(),
+        commission_class: CommissionClass::new(class).unwrap(),
+        pv_per_unit: None,
+        cv_per_unit: None,
+    };
+    app.company().map_sku(mapping, &cmd()).await.unwrap();
+}
+
+fn key(order_id: &str) -> OrderKey {
+    OrderKey {
+        platform: Platform::Shopify,
+        shop: ShopId::new("acme.myshopify.com").unwrap(),
+        order_id: PlatformOrderId::new(order_id).unwrap(),
+    }
+}
+
+fn order(reference: Option<&str>, sku: &str) -> NormalizedOrder {
+    NormalizedOrder {
+        placed_at: t(3, 10),
+        updated_at: t(3, 10),
+        currency: Currency::USD,
+        prices_include_tax: false,
+        lines: vec![OrderLine {
+            line_id: LineId::new("1").unwrap(),
+            platform_sku: sku.into(),
+            quantity: dec!(2),
+            unit_price: dec!(50.00),
+            discount: Decimal::ZERO,
+            tax: Decimal::ZERO,
+        }],
+        order_discount: Decimal::ZERO,
+        shipping: dec!(5.00),
+        tax: dec!(8.00),
+        declared_total: dec!(113.00),
+        attribution: AttributionHints {
+            explicit_ref: reference.map(str::to_string),
+            customer_id: Some("cust-1".into()),
+            ..AttributionHints::default()
+        },
+    }
+}
+
+fn placed(order_id: &str) -> OrderUpdate {
+    OrderUpdate {
+        key: key(order_id),
+        order: Some(order(Some("CODE3"), "SUPP001")),
+        facts: vec![],
+    }
+}
+
+fn fact(order_id: &str, fact: OrderFact) -> OrderUpdate {
+    OrderUpdate {
+        key: key(order_id),
+        order: None,
+        facts: vec![fact],
+    }
+}
+
+fn refund(id: &str, quantity: Decimal) -> OrderFact {
+    OrderFact::Refunded(Refund {
+        refund_id: RefundId::new(id).unwrap(),
+        refunded_at: t(3, 20),
+        scope: RefundScope::Lines(vec![RefundLine {
+            line_id: LineId::new("1").unwrap(),
+            quantity,
+        }]),
+    })
+}
+
+/// Every posting on distributor streams: (distributor, earned - reversed), and the count of
+/// posting events per distributor.
+async fn ledger(
+    store: &Arc<dyn EventStore>,
+) -> (BTreeMap<String, Decimal>, BTreeMap<String, usize>) {
+    let filter = StreamFilter {
+        stream_prefixes: vec![streams::DISTRIBUTOR_PREFIX.into()],
+    };
+    let events = store
+        .read_all(AllStart::Start, &filter, 10_000)
+        .await
+        .unwrap();
+    let mut balance = BTreeMap::new();
+    let mut count = BTreeMap::new();
+    for r in events {
+        let signed = match r.event_type.as_str() {
+            PostingEvent::EARNED | PostingEvent::REVERSED => {
+                match upline_domain::events::decode::<PostingEvent>(&r.event_type, &r.data).unwrap()
+                {
+                    PostingEvent::CommissionEarned { amount, .. } => amount,
+                    PostingEvent::CommissionReversed { amount, .. } => -amount,
+                }
+            }
+            _ => continue,
+        };
+        *balance.entry(r.stream_id.clone()).or_insert(Decimal::ZERO) += signed;
+        *count.entry(r.stream_id).or_insert(0) += 1;
+    }
+    (balance, count)
+}
+
+async fn app_in(dir: &Path) -> (Arc<dyn EventStore>, App) {
+    let store = open_store(dir).await;
+    let app = App::open(store.clone(), AppConfig::default())
+        .await
+        .unwrap();
+    (store, app)
+}
+
+#[tokio::test]
+async fn a_paid_order_is_calculated_and_posted_once_per_beneficiary() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, app) = app_in(dir.path()).await;
+    seed_company(&app).await;
+    let outcome = app
+        .handle_update(&placed("1001"), &cmd(), "test")
+        .await
+        .unwrap();
+    assert!(
+        matches!(outcome, UpdateOutcome::Recorded { events: 1, .. }),
+        "{outcome:?}"
+    );
+    let outcome = app
+        .handle_update(
+            &fact("1001", OrderFact::Paid { at: t(3, 11) }),
+            &cmd(),
+            "test",
+        )
+        .await
+        .unwrap();
+    // OrderPaid + CommissionCalculated.
+    assert!(
+        matches!(outcome, UpdateOutcome::Recorded { events: 2, .. }),
+        "{outcome:?}"
+    );
+
+    let postings = CommissionPostings::open(store.clone()).await.unwrap();
+    postings.catch_up().await.unwrap();
+    postings.catch_up().await.unwrap();
+    let (balance, count) = ledger(&store).await;
+    // Retail on a 100.00 net: d3 10 %, d2 5 %, d1 4 %, top 3 %.
+    assert_eq!(balance["distributor-d3"], dec!(10.00));
+    assert_eq!(balance["distributor-d2"], dec!(5.00));
+    assert_eq!(balance["distributor-d1"], dec!(4.00));
+    assert_eq!(balance["distributor-top"], dec!(3.00));
+    assert!(count.values().all(|n| *n == 1), "{count:?}");
+}
+
+#[tokio::test]
+async fn a_repeated_update_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_store, app) = app_in(dir.path()).await;
+    seed_company(&app).await;
+    app.handle_update(&placed("1002"), &cmd(), "test")
+        .await
+        .unwrap();
+    let again = app
+        .handle_update(&placed("1002"), &cmd(), "test")
+        .await
+        .unwrap();
+    assert!(
+        matches!(again, UpdateOutcome::Unchanged { .. }),
+        "{again:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_hundred_concurrent_copies_record_one_set_of_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, app) = app_in(dir.path()).await;
+    seed_company(&app).await;
+    let app = Arc::new(app);
+    let mut update = placed("1003");
+    update.facts.push(OrderFact::Paid { at: t(3, 11) });
+    let tasks: Vec<_> = (0..100)
+        .map(|_| {
+            let app = app.clone();
+            let update = update.clone();
+            tokio::spawn(async move { app.handle_update(&update, &cmd(), "test").await })
+        })
+        .collect();
+    for task in tasks {
+        // A copy that decided at the same revision carries the same deterministic event ids, so
+        // the store takes its append for a retry of the first: `Recorded`, yet nothing written.
+        // A copy that read the stream afterwards finds every fact known: `Unchanged`.
+        match task.await.unwrap().unwrap() {
+            UpdateOutcome::Recorded { .. } | UpdateOutcome::Unchanged { .. } => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let (state, revision) = app.load_order(&streams::order(&key("1003"))).await.unwrap();
+    assert_eq!(
+        revision,
+        Some(2),
+        "OrderPlaced, OrderPaid, CommissionCalculated"
+    );
+    assert_eq!(state.holdings.len(), 4);
+    let postings = CommissionPostings::open(store.clone()).await.unwrap();
+    postings.catch_up().await.unwrap();
+    let (_, count) = ledger(&store).await;
+    assert_eq!(count.values().sum::<usize>(), 4);
+}
+
+#[tokio::test]
+async fn postings_resume_after_a_stop_between_the_order_append_and_the_postings() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        // The order is recorded, then the process stops before any posting.
+        let (store, app) = app_in(dir.path()).await;
+        seed_company(&app).await;
+        let mut update = placed("1004");
+        update.facts.push(OrderFact::Paid { at: t(3, 11) });
+        app.handle_update(&update, &cmd(), "test").await.unwrap();
+        drop(app);
+        store.close().await.unwrap();
+    }
+    let store = open_store(dir.path()).await;
+    assert!(
+        ledger(&store).await.1.is_empty(),
+        "nothing posted before the restart"
+    );
+    let postings = CommissionPostings::open(store.clone()).await.unwrap();
+    postings.catch_up().await.unwrap();
+    let (balance, count) = ledger(&store).await;
+    assert_eq!(balance["distributor-d3"], dec!(10.00));
+    assert!(count.values().all(|n| *n == 1));
+
+    // Now a stop after the postings but before the checkpoint: the checkpoint falls back to 0
+    // and everything is processed again, without a single duplicate.
+    let checkpoint = streams::checkpoint(upline_app::postings::CHECKPOINT_NAME);
+    let rewind = upline_app::eventio::event_data(
+        &checkpoint,
+        "rewind",
+        &CheckpointEvent::CheckpointRecorded { position: 0 },
+        &cmd(),
+    )
+    .unwrap();
+    store
+        .append(&checkpoint, ExpectedRevision::Any, vec![rewind])
+        .await
+        .unwrap();
+    let again = CommissionPostings::open(store.clone()).await.unwrap();
+    assert_eq!(*again.position().borrow(), 0);
+    again.catch_up().await.unwrap();
+    let (balance_after, count_after) = ledger(&store).await;
+    assert_eq!(balance_after, balance);
+    assert_eq!(count_after, count);
+}
+
+#[tokio::test]
+async fn facts_in_any_order_give_the_same_ledger() {
+    let facts = [
+        placed("2001"),
+        fact("2001", OrderFact::Paid { at: t(3, 11) }),
+        fact("2001", refund("r1", dec!(1))),
+        fact("2001", OrderFact::Paid { at: t(3, 11) }),
+    ];
+    let orders: [[usize; 4]; 4] = [[0, 1, 2, 3], [2, 1, 3, 0], [1, 2, 0, 3], [3, 2, 1, 0]];
+    let mut ledgers = Vec::new();
+    for order in orders {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, app) = app_in(dir.path()).await;
+        seed_company(&app).await;
+        for i in order {
+            app.handle_update(&facts[i], &cmd(), "test").await.unwrap();
+        }
+        CommissionPostings::open(store.clone())
+            .await
+            .unwrap()
+            .catch_up()
+            .await
+            .unwrap();
+        ledgers.push(ledger(&store).await.0);
+    }
+    // Half the order was refunded: d3 holds 5 % of 100.00 after netting.
+    assert_eq!(ledgers[0]["distributor-d3"], dec!(5.00));
+    for l in &ledgers[1..] {
+        assert_eq!(l, &ledgers[0]);
+    }
+}
+
+#[tokio::test]
+async fn an_unmapped_sku_parks_and_a_retry_uses_the_hierarchy_at_the_order_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, app) = app_in(dir.path()).await;
+    seed_company(&app).await;
+    let update = OrderUpdate {
+        key: key("3001"),
+        order: Some(order(Some("CODE3"), "BEAUTY02")),
+        facts: vec![OrderFact::Paid { at: t(3, 11) }],
+    };
+    let outcome = app.handle_update(&update, &cmd(), "test").await.unwrap();
+    let UpdateOutcome::Parked { reason, .. } = outcome else {
+        panic!("not parked: {outcome:?}")
+    };
+    assert!(reason.contains("BEAUTY02"), "{reason}");
+    let parked = app.list_parked().await.unwrap();
+    assert_eq!(parked.len(), 1);
+    assert_eq!(parked[0].order_stream, streams::order(&key("3001")));
+
+    // Retrying before the fix keeps it parked.
+    let still = app
+        .retry_parked(&parked[0].order_stream, &cmd())
+        .await
+        .unwrap();
+    assert!(matches!(still, UpdateOutcome::Parked { .. }));
+    assert_eq!(app.list_parked().await.unwrap()[0].retries, 1);
+
+    // After the order, d3 is suspended: today's network must not matter for a March order.
+    let suspend = DistributorCommand::ChangeStatus {
+        distributor_id: DistributorId::new("d3").unwrap(),
+        status: DistributorStatus::Suspended,
+        effective_at: t(4, 1),
+    };
+    app.company()
+        .execute_network(&suspend, &cmd())
+        .await
+        .unwrap();
+    map_sku(&app, "BEAUTY02", "retail").await;
+    let fixed = app
+        .retry_parked(&parked[0].order_stream, &cmd())
+        .await
+        .unwrap();
+    assert!(matches!(fixed, UpdateOutcome::Recorded { .. }), "{fixed:?}");
+    assert!(app.list_parked().await.unwrap().is_empty());
+    CommissionPostings::open(store.clone())
+        .await
+        .unwrap()
+        .catch_up()
+        .await
+        .unwrap();
+    assert_eq!(ledger(&store).await.0["distributor-d3"], dec!(10.00));
+}
+
+#[tokio::test]
+async fn an_unknown_referral_code_parks_until_the_distributor_is_registered() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_store, app) = app_in(dir.path()).await;
+    seed_company(&app).await;
+    let update = OrderUpdate {
+        key: key("3002"),
+        order: Some(order(Some("NEWBIE"), "SUPP001")),
+        facts: vec![],
+    };
+    let outcome = app.handle_update(&update, &cmd(), "test").await.unwrap();
+    assert!(
+        matches!(&outcome, UpdateOutcome::Parked { reason, .. } if reason.contains("NEWBIE")),
+        "{outcome:?}"
+    );
+    let register = DistributorCommand::RegisterDistributor {
+        distributor_id: DistributorId::new("d4").unwrap(),
+        sponsor: Some(DistributorId::new("d3").unwrap()),
+        referral_codes: vec![ReferralCode::new("NEWBIE").unwrap()],
+        country: "US".into(),
+        status: DistributorStatus::Active,
+        rank: RankName::new("member").unwrap(),
+        joined_at: t(1, 2),
+    };
+    app.company()
+        .execute_network(&register, &cmd())
+        .await
+        .unwrap();
+    app.retry_parked(&streams::order(&key("3002")), &cmd())
+        .await
+        .unwrap();
+    let (state, _) = app.load_order(&streams::order(&key("3002"))).await.unwrap();
+    assert_eq!(
+        state.details.unwrap().distributor,
+        Some(DistributorId::new("d4").unwrap())
+    );
+}
+
+#[tokio::test]
+async fn the_first_referrer_enrols_the_customer_for_later_orders() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_store, app) = app_in(dir.path()).await;
+    seed_company(&app).await;
+    app.handle_update(
+        &OrderUpdate {
+            key: key("4001"),
+            order: Some(order(Some("CODE2"), "SUPP001")),
+            facts: vec![],
+        },
+        &cmd(),
+        "test",
+    )
+    .await
+    .unwrap();
+    // The same customer orders again with no reference: credited to their enrolling distributor.
+    app.handle_update(
+        &OrderUpdate {
+            key: key("4002"),
+            order: Some(order(None, "SUPP001")),
+            facts: vec![],
+        },
+        &cmd(),
+        "test",
+    )
+    .await
+    .unwrap();
+    let (state, _) = app.load_order(&streams::order(&key("4002"))).await.unwrap();
+    assert_eq!(
+        state.details.unwrap().distributor,
+        Some(DistributorId::new("d2").unwrap())
+    );
+    // An anonymous order with no reference at all is recorded as unattributed.
+    let mut anonymous = order(None, "SUPP001");
+    anonymous.attribution.customer_id = None;
+    app.handle_update(
+        &OrderUpdate {
+            key: key("4003"),
+            order: Some(anonymous),
+            facts: vec![],
+        },
+        &cmd(),
+        "test",
+    )
+    .await
+    .unwrap();
+    let (state, _) = app.load_order(&streams::order(&key("4003"))).await.unwrap();
+    assert_eq!(state.details.unwrap().distributor, None);
+}
+
+#[tokio::test]
+async fn the_company_model_reloads_from_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (store, app) = app_in(dir.path()).await;
+        seed_company(&app).await;
+        drop(app);
+        store.close().await.unwrap();
+    }
+    let (_store, app) = app_in(dir.path()).await;
+    let company = app.company().read().await;
+    assert_eq!(company.company.network.len(), 4);
+    assert!(company.company.plans.get("2026.1").is_some());
+    assert!(company
+        .company
+        .catalog
+        .resolve(Platform::Shopify, "SUPP001", t(3, 1))
+        .is_some());
+}
+
+#[tokio::test]
+async fn a_change_made_by_another_process_is_seen_before_the_next_decision() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, server) = app_in(dir.path()).await;
+    seed_company(&server).await;
+    // The operator's tool opens its own model on the same store and maps a new SKU.
+    let operator = App::open(store.clone(), AppConfig::default())
+        .await
+        .unwrap();
+    map_sku(&operator, "BEAUTY02", "retail").await;
+    let update = OrderUpdate {
+        key: key("5001"),
+        order: Some(order(Some("CODE3"), "BEAUTY02")),
+        facts: vec![OrderFact::Paid { at: t(3, 11) }],
+    };
+    let outcome = server.handle_update(&update, &cmd(), "test").await.unwrap();
+    assert!(
+        matches!(outcome, UpdateOutcome::Recorded { events: 3, .. }),
+        "{outcome:?}"
+    );
+    // Applying what the model already holds changes nothing: the catalog has one version.
+    let company = server.company().read().await;
+    assert_eq!(
+        company
+            .company
+            .catalog
+            .history(Platform::Shopify, "BEAUTY02")
+            .len(),
+        1
+    );
+    assert_eq!(company.company.network.len(), 4);
+}
