@@ -1,0 +1,441 @@
+//! Routes and answers.
+//!
+//! | route | answer |
+//! |---|---|
+//! | `POST /webhooks/shopify` | shop `X-Shopify-Shop-Domain`, topic `X-Shopify-Topic`, signature `X-Shopify-Hmac-Sha256`, delivery id `X-Shopify-Webhook-Id` |
+//! | `POST /webhooks/woocommerce` | shop = host of `X-WC-Webhook-Source`, topic `X-WC-Webhook-Topic`, signature `X-WC-Webhook-Signature`, delivery id `X-WC-Webhook-Delivery-ID`; the unsigned `webhook_id=N` ping gets 200 |
+//! | `POST /webhooks/magento` | shop `?shop=` (or the only Magento shop), signature `x-adobe-commerce-webhook-signature` (RSA-SHA256 over base64(body)); topic: see below |
+//! | `POST /api/mlm/orders` | `Authorization: Bearer <token>` or `X-Upline-Hmac-Sha256`; the key names the shop; platform `direct`, topic `mlm/orders` |
+//! | `GET /healthz` | 200 `{"status":"ok"}` while the process runs |
+//! | `GET /readyz` | 200 `{"status":"ready",...}` when the readiness flag is set and the inbox answers; 503 `{"status":"not_ready","reason":...}` otherwise |
+//! | `GET /metrics` | Prometheus text |
+//!
+//! Magento's topic is the body's own event name when it has one (CloudEvents `type` without its
+//! `com.adobe.commerce.` prefix, or `eventName`), because only the body is signed; otherwise the
+//! `?topic=` parameter, then the `x-upline-topic` header.
+//!
+//! Every webhook, in order:
+//! 0. beyond `MAX_WEBHOOKS_IN_FLIGHT` at once: 503 `{"status":"unavailable",...}` (retry later);
+//! 1. the body is read, at most `max_body_bytes` (413 `{"status":"rejected","error":...}`);
+//! 2. the sender is found and its signature checked over the raw bytes, in constant time
+//!    (401 `{"status":"rejected","error":...}`; nothing is recorded);
+//! 3. the payload is interpreted: nothing to do → 200 `{"status":"ignored","reason":...}`; it does
+//!    not parse → 400 `{"status":"rejected","error":"<field>: <message>","field":...,
+//!    "parked":<inbox id>}`, and the delivery is written to the inbox and parked at once, so an
+//!    operator can see it and replay it after a fix;
+//! 4. otherwise the delivery is written to the inbox, and only then answered: 200
+//!    `{"status":"accepted","delivery":<inbox id>}` or `{"status":"duplicate","delivery":<id>}`.
+//!    If the inbox fails or is slow: 503 `{"status":"unavailable","error":...}` (the platform
+//!    retries).
+
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::Utc;
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+use tracing::field::Empty;
+use tracing::Instrument;
+use upline_app::inbox::{Acceptance, Delivery, Outcome};
+use upline_platforms::model::Interpretation;
+
+use crate::limits::{BODY_READ_TIMEOUT, INBOX_TIMEOUT, STATS_TIMEOUT};
+use crate::telemetry::{self, DeliveryOutcome};
+use crate::webhook::{self, Params, Route, Verified};
+use crate::Gateway;
+
+pub(crate) fn router(gateway: Gateway) -> Router {
+    Router::new()
+        .route("/webhooks/shopify", post(shopify))
+        .route("/webhooks/woocommerce", post(woocommerce))
+        .route("/webhooks/magento", post(magento))
+        .route("/api/mlm/orders", post(direct))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .with_state(gateway)
+}
+
+async fn shopify(State(gw): State<Gateway>, headers: HeaderMap, body: Body) -> Response {
+    webhook_answer(gw, Route::Shopify, headers, Params::default(), body).await
+}
+
+async fn woocommerce(State(gw): State<Gateway>, headers: HeaderMap, body: Body) -> Response {
+    webhook_answer(gw, Route::Woocommerce, headers, Params::default(), body).await
+}
+
+async fn magento(
+    State(gw): State<Gateway>,
+    params: Result<Query<Params>, QueryRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    // A query that does not parse names no shop and no topic.
+    let params = params.map(|Query(p)| p).unwrap_or_default();
+    webhook_answer(gw, Route::Magento, headers, params, body).await
+}
+
+async fn direct(State(gw): State<Gateway>, headers: HeaderMap, body: Body) -> Response {
+    webhook_answer(gw, Route::Direct, headers, Params::default(), body).await
+}
+
+/// A webhook's answer and what to count it as.
+struct Answer {
+    status: StatusCode,
+    outcome: DeliveryOutcome,
+    body: Value,
+}
+
+impl Answer {
+    fn new(status: StatusCode, outcome: DeliveryOutcome, body: Value) -> Answer {
+        Answer {
+            status,
+            outcome,
+            body,
+        }
+    }
+
+    fn rejected(status: StatusCode, outcome: DeliveryOutcome, error: &str) -> Answer {
+        Answer::new(
+            status,
+            outcome,
+            json!({"status": "rejected", "error": error}),
+        )
+    }
+
+    fn unavailable(error: &str) -> Answer {
+        Answer::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            DeliveryOutcome::Unavailable,
+            json!({"status": "unavailable", "error": error}),
+        )
+    }
+}
+
+async fn webhook_answer(
+    gw: Gateway,
+    route: Route,
+    headers: HeaderMap,
+    params: Params,
+    body: Body,
+) -> Response {
+    let started = Instant::now();
+    let platform = route.platform();
+    let span = tracing::info_span!(
+        "webhook",
+        platform = platform.as_str(),
+        shop = Empty,
+        topic = Empty,
+        delivery = Empty,
+        api_key = Empty,
+        inbox_id = Empty,
+        outcome = Empty,
+        status = Empty,
+        latency_ms = Empty,
+    );
+    async move {
+        let answer = process(&gw, route, &headers, &params, body).await;
+        let elapsed = started.elapsed();
+        telemetry::record_delivery(platform, answer.outcome, elapsed.as_secs_f64());
+        let span = tracing::Span::current();
+        span.record("outcome", answer.outcome.as_str());
+        span.record("status", answer.status.as_u16());
+        span.record("latency_ms", elapsed.as_secs_f64() * 1000.0);
+        if answer.status.is_success() {
+            tracing::info!("webhook answered");
+        } else {
+            tracing::warn!("webhook answered");
+        }
+        (answer.status, Json(answer.body)).into_response()
+    }
+    .instrument(span)
+    .await
+}
+
+async fn process(
+    gw: &Gateway,
+    route: Route,
+    headers: &HeaderMap,
+    params: &Params,
+    body: Body,
+) -> Answer {
+    let inner = &*gw.inner;
+    let Ok(_permit) = inner.in_flight.clone().try_acquire_owned() else {
+        tracing::warn!("too many webhooks in flight; shedding");
+        return Answer::unavailable("too many deliveries in flight; retry later");
+    };
+    let body = match read_body(body, headers, inner.max_body_bytes).await {
+        Ok(body) => body,
+        Err(BodyError::TooLarge) => {
+            return Answer::rejected(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                DeliveryOutcome::TooLarge,
+                &format!("body larger than {} bytes", inner.max_body_bytes),
+            )
+        }
+        Err(BodyError::TimedOut) => {
+            return Answer::rejected(
+                StatusCode::REQUEST_TIMEOUT,
+                DeliveryOutcome::Aborted,
+                "body not received in time",
+            )
+        }
+        Err(BodyError::Failed) => {
+            return Answer::rejected(
+                StatusCode::BAD_REQUEST,
+                DeliveryOutcome::Aborted,
+                "body could not be read",
+            )
+        }
+    };
+
+    if route == Route::Woocommerce && webhook::is_woocommerce_ping(&body) {
+        return Answer::new(
+            StatusCode::OK,
+            DeliveryOutcome::Ping,
+            json!({"status": "ignored", "reason": "woocommerce ping"}),
+        );
+    }
+
+    let verified = match webhook::verify(inner, route, headers, params, &body) {
+        Ok(verified) => verified,
+        Err(rejection) => {
+            return Answer::rejected(
+                StatusCode::UNAUTHORIZED,
+                DeliveryOutcome::RejectedSignature,
+                rejection.message(),
+            )
+        }
+    };
+    let span = tracing::Span::current();
+    span.record("shop", verified.shop.as_str());
+    span.record("topic", verified.topic.as_str());
+    span.record("delivery", verified.delivery_id.as_str());
+    if let Some(name) = &verified.key_name {
+        span.record("api_key", name.as_str());
+    }
+
+    let platform = route.platform();
+    match upline_platforms::interpret(platform, &verified.shop, &verified.topic, &body) {
+        Ok(Interpretation::Ignored { reason }) => Answer::new(
+            StatusCode::OK,
+            DeliveryOutcome::Ignored,
+            json!({"status": "ignored", "reason": reason}),
+        ),
+        Ok(interpretation) => {
+            let lookup = |name: &str| webhook::header(headers, name).map(str::to_string);
+            let dedupe_key =
+                upline_platforms::dedupe_key(platform, &lookup, &interpretation, &body);
+            accept(gw, route, verified, dedupe_key, body).await
+        }
+        Err(e) => {
+            let field = e.field.to_string();
+            let error = format!("{}: {}", e.field, e.message);
+            park(gw, route, verified, body, field, error).await
+        }
+    }
+}
+
+fn delivery(route: Route, verified: Verified, dedupe_key: String, body: Vec<u8>) -> Delivery {
+    Delivery {
+        platform: route.platform(),
+        shop: verified.shop,
+        topic: verified.topic,
+        dedupe_key,
+        delivery_id: verified.delivery_id,
+        received_at: Utc::now(),
+        headers: verified.headers,
+        body,
+    }
+}
+
+async fn accept(
+    gw: &Gateway,
+    route: Route,
+    verified: Verified,
+    dedupe_key: String,
+    body: Vec<u8>,
+) -> Answer {
+    let inbox = &gw.inner.inbox;
+    let accepted = tokio::time::timeout(
+        INBOX_TIMEOUT,
+        inbox.accept(delivery(route, verified, dedupe_key, body)),
+    )
+    .await;
+    match accepted {
+        Ok(Ok(Acceptance::New { id })) => {
+            tracing::Span::current().record("inbox_id", id);
+            Answer::new(
+                StatusCode::OK,
+                DeliveryOutcome::Accepted,
+                json!({"status": "accepted", "delivery": id}),
+            )
+        }
+        Ok(Ok(Acceptance::Duplicate { id })) => {
+            tracing::Span::current().record("inbox_id", id);
+            Answer::new(
+                StatusCode::OK,
+                DeliveryOutcome::Duplicate,
+                json!({"status": "duplicate", "delivery": id}),
+            )
+        }
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "inbox refused the delivery");
+            Answer::unavailable("the delivery could not be stored; retry later")
+        }
+        Err(_) => {
+            tracing::error!("inbox did not answer in time");
+            Answer::unavailable("the delivery could not be stored in time; retry later")
+        }
+    }
+}
+
+/// A verified delivery whose payload does not parse: never lost, parked for an operator.
+async fn park(
+    gw: &Gateway,
+    route: Route,
+    verified: Verified,
+    body: Vec<u8>,
+    field: String,
+    error: String,
+) -> Answer {
+    tracing::warn!(field = %field, "payload rejected; parking the delivery");
+    let inbox = &gw.inner.inbox;
+    let dedupe_key = webhook::parked_dedupe_key(&verified.topic, &body);
+    let accepted = tokio::time::timeout(
+        INBOX_TIMEOUT,
+        inbox.accept(delivery(route, verified, dedupe_key, body)),
+    )
+    .await;
+    let id = match accepted {
+        Ok(Ok(Acceptance::New { id })) => {
+            let outcome = Outcome::Parked {
+                reason: error.clone(),
+            };
+            match tokio::time::timeout(INBOX_TIMEOUT, inbox.complete(id, &outcome)).await {
+                Ok(Ok(())) => {}
+                // Still pending: the worker interprets it again, fails the same way, parks it.
+                Ok(Err(e)) => tracing::error!(error = %e, id, "could not park the delivery"),
+                Err(_) => tracing::error!(id, "parking the delivery timed out"),
+            }
+            id
+        }
+        Ok(Ok(Acceptance::Duplicate { id })) => id,
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "inbox refused the rejected delivery");
+            return Answer::unavailable("the delivery could not be stored; retry later");
+        }
+        Err(_) => {
+            tracing::error!("inbox did not answer in time");
+            return Answer::unavailable("the delivery could not be stored in time; retry later");
+        }
+    };
+    tracing::Span::current().record("inbox_id", id);
+    Answer::new(
+        StatusCode::BAD_REQUEST,
+        DeliveryOutcome::RejectedPayload,
+        json!({"status": "rejected", "error": error, "field": field, "parked": id}),
+    )
+}
+
+enum BodyError {
+    TooLarge,
+    TimedOut,
+    Failed,
+}
+
+/// Reads the whole body, refusing it as soon as it is known to exceed `max` (from
+/// `Content-Length`, or while reading).
+async fn read_body(body: Body, headers: &HeaderMap, max: usize) -> Result<Vec<u8>, BodyError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return Err(BodyError::TooLarge);
+    }
+    let capacity = declared.map_or(8 * 1024, |n| n as usize).min(max);
+    let read = async move {
+        let mut body = body;
+        let mut bytes = Vec::with_capacity(capacity);
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|_| BodyError::Failed)?;
+            if let Some(data) = frame.data_ref() {
+                if bytes.len() + data.len() > max {
+                    return Err(BodyError::TooLarge);
+                }
+                bytes.extend_from_slice(data);
+            }
+        }
+        Ok(bytes)
+    };
+    tokio::time::timeout(BODY_READ_TIMEOUT, read)
+        .await
+        .unwrap_or(Err(BodyError::TimedOut))
+}
+
+async fn healthz() -> Response {
+    (StatusCode::OK, Json(json!({"status": "ok"}))).into_response()
+}
+
+async fn readyz(State(gw): State<Gateway>) -> Response {
+    let not_ready = |reason: String| {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "not_ready", "reason": reason})),
+        )
+            .into_response()
+    };
+    if !gw.inner.ready.load(std::sync::atomic::Ordering::Acquire) {
+        return not_ready("the inbox worker is not running yet".to_string());
+    }
+    match tokio::time::timeout(STATS_TIMEOUT, gw.inner.inbox.stats()).await {
+        Ok(Ok(stats)) => (
+            StatusCode::OK,
+            Json(json!({"status": "ready", "pending": stats.pending, "parked": stats.parked})),
+        )
+            .into_response(),
+        Ok(Err(e)) => not_ready(format!("inbox: {e}")),
+        Err(_) => not_ready("inbox: no answer in time".to_string()),
+    }
+}
+
+async fn metrics(State(gw): State<Gateway>) -> Response {
+    match tokio::time::timeout(STATS_TIMEOUT, gw.inner.inbox.stats()).await {
+        Ok(Ok(stats)) => {
+            let age = stats.oldest_pending.map_or(0.0, |oldest| {
+                (Utc::now() - oldest).num_milliseconds().max(0) as f64 / 1000.0
+            });
+            metrics::gauge!(telemetry::INBOX_DEPTH).set(stats.pending as f64);
+            metrics::gauge!(telemetry::INBOX_OLDEST_AGE).set(age);
+            metrics::gauge!(telemetry::INBOX_PARKED).set(stats.parked as f64);
+        }
+        Ok(Err(e)) => tracing::warn!(error = %e, "inbox stats failed; gauges not refreshed"),
+        Err(_) => tracing::warn!("inbox stats timed out; gauges not refreshed"),
+    }
+    let handle = gw.inner.metrics;
+    handle.run_upkeep();
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        handle.render(),
+    )
+        .into_response()
+}
+
+async fn not_found() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        Json(json!({"status": "rejected", "error": "no such route"})),
+    )
+        .into_response()
+}
