@@ -142,10 +142,9 @@ pub struct ChangeEntry {
 }
 
 impl NetworkFile {
-    /// Builds the network and catalog through the same decide/apply path as live commands, so
-    /// every business rule (unknown sponsor, cycles, taken codes) applies to the file too.
-    pub fn build(&self, path: &Path) -> Result<(Network, Catalog)> {
-        let mut network = Network::default();
+    /// The file's registrations then changes, as commands, each with where it stands in the file.
+    pub fn commands(&self, path: &Path) -> Result<Vec<(String, DistributorCommand)>> {
+        let mut commands = Vec::with_capacity(self.distributors.len() + self.changes.len());
         for (i, d) in self.distributors.iter().enumerate() {
             let command = DistributorCommand::RegisterDistributor {
                 distributor_id: d.id.clone(),
@@ -156,8 +155,10 @@ impl NetworkFile {
                 rank: d.rank.clone(),
                 joined_at: d.joined_at,
             };
-            apply_command(&mut network, &command)
-                .with_context(|| format!("{}: distributors[{i}] ({})", path.display(), d.id))?;
+            commands.push((
+                format!("{}: distributors[{i}] ({})", path.display(), d.id),
+                command,
+            ));
         }
         for (i, c) in self.changes.iter().enumerate() {
             let command = match (&c.sponsor, c.status, &c.rank) {
@@ -181,20 +182,29 @@ impl NetworkFile {
                     path.display()
                 ),
             };
-            apply_command(&mut network, &command)
-                .with_context(|| format!("{}: changes[{i}] ({})", path.display(), c.distributor))?;
+            commands.push((
+                format!("{}: changes[{i}] ({})", path.display(), c.distributor),
+                command,
+            ));
+        }
+        Ok(commands)
+    }
+
+    /// Builds the network and catalog in memory through the same decide/apply path as live
+    /// commands, so every business rule (unknown sponsor, cycles, taken codes) applies to the file.
+    pub fn build(&self, path: &Path) -> Result<(Network, Catalog)> {
+        let mut network = Network::default();
+        for (place, command) in self.commands(path)? {
+            apply_command(&mut network, &command).context(place)?;
         }
         let mut catalog = Catalog::default();
         for (i, m) in self.sku_mappings.iter().enumerate() {
-            let events = catalog
+            let place = || format!("{}: sku_mappings[{i}] ({})", path.display(), m.platform_sku);
+            for e in catalog
                 .decide(&CatalogCommand::MapSku(m.clone()))
-                .with_context(|| {
-                    format!("{}: sku_mappings[{i}] ({})", path.display(), m.platform_sku)
-                })?;
-            for e in &events {
-                catalog
-                    .apply(e)
-                    .with_context(|| format!("{}: sku_mappings[{i}]", path.display()))?;
+                .with_context(place)?
+            {
+                catalog.apply(&e).with_context(place)?;
             }
         }
         Ok((network, catalog))

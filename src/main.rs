@@ -1,13 +1,13 @@
-//! `upline`: the one command users run. A thin binary: parsing and printing here, decisions in
-//! the library crates.
+//! `upline`: the one command users run. A thin binary: parsing and printing here, everything
+//! else in the library crates.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Result;
 use clap::{Parser, Subcommand};
-
-mod explain;
-mod inputs;
+use upline::config::ServeConfig;
+use upline::{demo, explain, server};
 
 #[derive(Parser)]
 #[command(
@@ -20,12 +20,63 @@ struct Cli {
     command: Command,
 }
 
+/// Where the embedded event store and inbox live.
+#[derive(clap::Args, Clone)]
+struct DataDir {
+    #[arg(long, env = "UPLINE_DATA_DIR", default_value = "./data")]
+    data_dir: PathBuf,
+}
+
+impl DataDir {
+    fn config(&self) -> ServeConfig {
+        ServeConfig {
+            data_dir: self.data_dir.clone(),
+            ..ServeConfig::default()
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
-    /// Commission plans: validate one, or explain what an order would pay under it.
+    /// Runs the webhook gateway, the inbox worker and the commission postings.
+    Serve {
+        /// A TOML configuration file (shops, secrets, attribution order, data directory, port).
+        #[arg(long, env = "UPLINE_CONFIG")]
+        config: Option<PathBuf>,
+        /// Overrides `data_dir` of the configuration.
+        #[arg(long, env = "UPLINE_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+        /// Overrides `listen` of the configuration, e.g. 127.0.0.1:8080.
+        #[arg(long, env = "UPLINE_LISTEN")]
+        listen: Option<std::net::SocketAddr>,
+        /// Logs as JSON lines.
+        #[arg(long, env = "UPLINE_LOG_JSON")]
+        log_json: bool,
+        /// Maintenance: accept and store deliveries, but process none until restarted without.
+        #[arg(long)]
+        hold_deliveries: bool,
+    },
+    /// Seeds a sample company, serves it on a free port, sends it signed webhooks from all three
+    /// platforms over HTTP, and prints what happened.
+    Demo {
+        /// Keep the demo's data here instead of a temporary directory.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Commission plans: validate one, publish one, or explain what an order would pay under it.
     Plan {
         #[command(subcommand)]
         command: PlanCommand,
+    },
+    /// Imports distributors, their dated changes and SKU mappings (the network file format).
+    Network {
+        #[command(subcommand)]
+        command: NetworkCommand,
+    },
+    /// Orders that could not be processed, and their retry after the fix.
+    Parked {
+        #[command(subcommand)]
+        command: ParkedCommand,
     },
 }
 
@@ -46,11 +97,60 @@ enum PlanCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Publishes a plan version to the event store; orders from its effective_from on use it.
+    Publish {
+        file: PathBuf,
+        #[command(flatten)]
+        data: DataDir,
+    },
+}
+
+#[derive(Subcommand)]
+enum NetworkCommand {
+    /// Registers the file's distributors, applies its changes and maps its SKUs (already known
+    /// facts are skipped, so importing twice is harmless).
+    Import {
+        file: PathBuf,
+        #[command(flatten)]
+        data: DataDir,
+    },
+}
+
+#[derive(Subcommand)]
+enum ParkedCommand {
+    /// Lists parked orders and parked deliveries, with their reasons.
+    List {
+        #[command(flatten)]
+        data: DataDir,
+    },
+    /// Processes parked orders again (after a SKU is mapped, a distributor registered, ...).
+    Retry {
+        /// The order stream to retry, as `parked list` shows it.
+        key: Option<String>,
+        /// Retry every parked order.
+        #[arg(long, conflicts_with = "key")]
+        all: bool,
+        #[command(flatten)]
+        data: DataDir,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command {
+    match run(cli) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<String> {
+    match cli.command {
         Command::Plan {
             command: PlanCommand::Validate { file },
         } => explain::validate(&file),
@@ -63,15 +163,68 @@ fn main() -> ExitCode {
                     json,
                 },
         } => explain::explain(&plan, &order, &network, json),
-    };
-    match result {
-        Ok(text) => {
-            print!("{text}");
-            ExitCode::SUCCESS
+        Command::Plan {
+            command: PlanCommand::Publish { file, data },
+        } => runtime()?.block_on(upline::admin::publish_plan(&data.config(), &file)),
+        Command::Network {
+            command: NetworkCommand::Import { file, data },
+        } => runtime()?.block_on(upline::admin::import_network(&data.config(), &file)),
+        Command::Parked {
+            command: ParkedCommand::List { data },
+        } => runtime()?.block_on(upline::admin::list_parked(&data.config())),
+        Command::Parked {
+            command: ParkedCommand::Retry { key, all, data },
+        } => runtime()?.block_on(upline::admin::retry_parked(
+            &data.config(),
+            key.as_deref(),
+            all,
+        )),
+        Command::Serve {
+            config,
+            data_dir,
+            listen,
+            log_json,
+            hold_deliveries,
+        } => {
+            let mut config = ServeConfig::load(config.as_deref())?;
+            if let Some(dir) = data_dir {
+                config.data_dir = dir;
+            }
+            if let Some(addr) = listen {
+                config.listen = addr;
+            }
+            config.log_json |= log_json;
+            config.hold_deliveries |= hold_deliveries;
+            init_logs(
+                config.log_json,
+                "warn,upline=info,upline_gateway=info,upline_app=info",
+            );
+            runtime()?.block_on(server::serve(config))?;
+            Ok(String::new())
         }
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+        Command::Demo { data_dir } => {
+            init_logs(false, "warn");
+            runtime()?.block_on(demo::run(data_dir))
         }
     }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// Structured logs to stderr, filtered by `RUST_LOG` (else by `default`).
+fn init_logs(json: bool, default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
 }

@@ -1,0 +1,90 @@
+//! `upline serve` configuration: an optional TOML file, then environment variables and flags
+//! (flags win). Every field has a default, so `upline serve` with nothing runs on `./data`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::Deserialize;
+use upline_app::attribution::{AttributionSource, DEFAULT_PRECEDENCE};
+use upline_gateway::GatewayConfig;
+
+/// ```toml
+/// data_dir = "./data"              # the embedded event store and inbox live here
+/// listen = "127.0.0.1:8080"        # HTTP: webhooks, /healthz, /readyz, /metrics
+/// log_json = false                 # structured logs as JSON lines
+/// hold_deliveries = false          # maintenance: store deliveries, process them later
+/// attribution = ["explicit_ref", "discount_code", "landing_ref", "customer"]
+///
+/// [gateway]
+/// max_body_bytes = 1048576
+/// [[gateway.shops]]
+/// platform = "shopify"
+/// shop = "acme.myshopify.com"
+/// secrets = ["new-secret", "old-secret"]   # two while a rotation is under way
+/// ```
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeConfig {
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    #[serde(default)]
+    pub log_json: bool,
+    /// Maintenance: accept and store deliveries durably, but do not process them until the
+    /// server is started without it.
+    #[serde(default)]
+    pub hold_deliveries: bool,
+    /// Where an order's distributor is looked for, first match wins.
+    #[serde(default = "default_attribution")]
+    pub attribution: Vec<AttributionSource>,
+    #[serde(default)]
+    pub gateway: GatewayConfig,
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("./data")
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+
+fn default_attribution() -> Vec<AttributionSource> {
+    DEFAULT_PRECEDENCE.to_vec()
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            data_dir: default_data_dir(),
+            listen: default_listen(),
+            log_json: false,
+            hold_deliveries: false,
+            attribution: default_attribution(),
+            gateway: GatewayConfig::default(),
+        }
+    }
+}
+
+impl ServeConfig {
+    /// Reads the TOML file, or the defaults when there is none.
+    pub fn load(path: Option<&Path>) -> Result<ServeConfig> {
+        let Some(path) = path else {
+            return Ok(ServeConfig::default());
+        };
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        toml::from_str(&text)
+            .with_context(|| format!("{} is not a valid configuration", path.display()))
+    }
+
+    pub fn events_path(&self) -> PathBuf {
+        self.data_dir.join("events.sqlite")
+    }
+
+    pub fn inbox_path(&self) -> PathBuf {
+        self.data_dir.join("inbox.sqlite")
+    }
+}
