@@ -65,6 +65,31 @@ pub async fn import_network(config: &ServeConfig, file: &Path) -> Result<String>
     result
 }
 
+pub async fn enroll_customer(
+    config: &ServeConfig,
+    platform: upline_domain::ids::Platform,
+    shop: &upline_domain::ids::ShopId,
+    customer: &str,
+    distributor: &upline_domain::ids::DistributorId,
+    at: chrono::DateTime<chrono::Utc>,
+) -> Result<String> {
+    let services = Services::open(config).await?;
+    let who = Provenance::command(&format!("cli:customer-enroll:{platform}:{shop}:{customer}"));
+    let enrolled = services
+        .app
+        .company()
+        .enroll_customer(platform, shop, customer, distributor, at, &who)
+        .await;
+    services.close().await?;
+    Ok(if enrolled? {
+        format!("customer {customer} of {platform}/{shop} enrolled with {distributor}\n")
+    } else {
+        format!(
+            "customer {customer} of {platform}/{shop} was already enrolled with {distributor}\n"
+        )
+    })
+}
+
 pub async fn list_parked(config: &ServeConfig) -> Result<String> {
     let services = Services::open(config).await?;
     let orders = services.app.list_parked().await;

@@ -73,6 +73,11 @@ enum Command {
         #[command(subcommand)]
         command: NetworkCommand,
     },
+    /// Customers: enrol one with a distributor explicitly.
+    Customer {
+        #[command(subcommand)]
+        command: CustomerCommand,
+    },
     /// Orders that could not be processed, and their retry after the fix.
     Parked {
         #[command(subcommand)]
@@ -111,6 +116,28 @@ enum NetworkCommand {
     /// facts are skipped, so importing twice is harmless).
     Import {
         file: PathBuf,
+        #[command(flatten)]
+        data: DataDir,
+    },
+}
+
+#[derive(Subcommand)]
+enum CustomerCommand {
+    /// Enrols a platform customer with a distributor: their later orders with no other
+    /// reference are credited to that distributor. A customer is enrolled once.
+    Enroll {
+        #[arg(long)]
+        platform: upline_domain::ids::Platform,
+        #[arg(long)]
+        shop: upline_domain::ids::ShopId,
+        /// The platform's customer id.
+        #[arg(long)]
+        customer: String,
+        #[arg(long)]
+        distributor: upline_domain::ids::DistributorId,
+        /// When the enrolment took effect (RFC 3339, UTC); defaults to now.
+        #[arg(long)]
+        at: Option<chrono::DateTime<chrono::Utc>>,
         #[command(flatten)]
         data: DataDir,
     },
@@ -169,6 +196,29 @@ fn run(cli: Cli) -> Result<String> {
         Command::Network {
             command: NetworkCommand::Import { file, data },
         } => runtime()?.block_on(upline::admin::import_network(&data.config(), &file)),
+        Command::Customer {
+            command:
+                CustomerCommand::Enroll {
+                    platform,
+                    shop,
+                    customer,
+                    distributor,
+                    at,
+                    data,
+                },
+        } => {
+            let at = at.unwrap_or_else(chrono::Utc::now);
+            let config = data.config();
+            let enroll = upline::admin::enroll_customer(
+                &config,
+                platform,
+                &shop,
+                &customer,
+                &distributor,
+                at,
+            );
+            runtime()?.block_on(enroll)
+        }
         Command::Parked {
             command: ParkedCommand::List { data },
         } => runtime()?.block_on(upline::admin::list_parked(&data.config())),

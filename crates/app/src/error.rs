@@ -10,15 +10,15 @@ use upline_store::StoreError;
 pub enum AppError {
     /// The store failed or refused; usually worth retrying later.
     #[error("event store: {0}")]
-    Store(#[from] StoreError),
+    Store(StoreError),
     #[error("a stored event could not be read: {0}")]
-    Codec(#[from] CodecError),
+    Codec(CodecError),
     /// A business rule refused the command.
-    #[error("{0}")]
+    #[error(transparent)]
     Network(#[from] NetworkError),
-    #[error("{0}")]
+    #[error(transparent)]
     Catalog(#[from] CatalogError),
-    #[error("{0}")]
+    #[error(transparent)]
     Plan(#[from] PlanBookError),
     #[error("customer {customer} is already enrolled with {existing}, not {requested}")]
     CustomerEnrolledElsewhere {
@@ -32,6 +32,20 @@ pub enum AppError {
     StreamTooLong { stream: String, max: usize },
     #[error("nothing is parked for {0}")]
     NothingParked(String),
+}
+
+// Written out rather than `#[from]`: the message already carries the inner error, and a source
+// link would make error chains print it twice.
+impl From<StoreError> for AppError {
+    fn from(e: StoreError) -> Self {
+        AppError::Store(e)
+    }
+}
+
+impl From<CodecError> for AppError {
+    fn from(e: CodecError) -> Self {
+        AppError::Codec(e)
+    }
 }
 
 impl AppError {

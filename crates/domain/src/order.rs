@@ -212,7 +212,7 @@ pub enum OrderError {
         got: Box<OrderKey>,
     },
     #[error("order is invalid: {0}")]
-    InvalidOrder(#[from] NetAmountError),
+    InvalidOrder(NetAmountError),
     #[error("order copy updated at {updated_at} differs from the one already recorded with the same time")]
     ConflictingCopy { updated_at: DateTime<Utc> },
     #[error("order changed after its commissions were calculated ({field} differs); a paid order changes by refunds")]
@@ -262,7 +262,21 @@ pub enum OrderError {
         reason: String,
     },
     #[error("commission calculation failed: {0}")]
-    Engine(#[from] EngineError),
+    Engine(EngineError),
+}
+
+// Written out rather than `#[from]`: the messages above already carry the inner error (they are
+// used whole as park reasons), and a source link would make error chains print it twice.
+impl From<NetAmountError> for OrderError {
+    fn from(e: NetAmountError) -> Self {
+        OrderError::InvalidOrder(e)
+    }
+}
+
+impl From<EngineError> for OrderError {
+    fn from(e: EngineError) -> Self {
+        OrderError::Engine(e)
+    }
 }
 
 /// Everything known about one order, rebuilt by `evolve` from its events.
