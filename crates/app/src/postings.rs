@@ -30,6 +30,8 @@ const PAGE: usize = 1_000;
 /// The checkpoint is recorded at most every this many processed events while streaming (and
 /// whenever it catches up), so a restart redoes little.
 const CHECKPOINT_EVERY: u64 = 256;
+/// How long to wait before following again after a failure.
+const RESUME_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
 
 pub struct CommissionPostings {
     store: Arc<dyn EventStore>,
@@ -89,8 +91,27 @@ impl CommissionPostings {
     }
 
     /// Follows the order streams live until `shutdown` turns true, recording the checkpoint as
-    /// it goes and on the way out.
-    pub async fn run(&self, mut shutdown: watch::Receiver<bool>) -> Result<(), AppError> {
+    /// it goes and on the way out. A failure (the store briefly unavailable) is logged and the
+    /// follow starts again from the last position after a pause: postings must not stop while
+    /// orders keep coming. Only a closed store ends it.
+    pub async fn run(&self, shutdown: watch::Receiver<bool>) -> Result<(), AppError> {
+        loop {
+            match self.follow(shutdown.clone()).await {
+                Ok(()) => return Ok(()),
+                Err(AppError::Store(upline_store::StoreError::Closed)) => return Ok(()),
+                Err(e) => {
+                    tracing::error!(error = %e, "commission postings failed; resuming");
+                    metrics::counter!("upline_posting_failures_total").increment(1);
+                    tokio::time::sleep(RESUME_AFTER).await;
+                    if *shutdown.borrow() {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+
+    async fn follow(&self, mut shutdown: watch::Receiver<bool>) -> Result<(), AppError> {
         self.catch_up().await?;
         let from = AllStart::After(*self.position.borrow());
         let mut events = self.store.subscribe_all(from, Self::filter());

@@ -42,14 +42,25 @@ impl Worker {
     }
 
     /// Processes deliveries as they arrive until `shutdown` turns true; the delivery in hand is
-    /// finished first.
+    /// finished first. An inbox failure is logged and retried after a pause: a worker that gave
+    /// up would leave deliveries piling up behind a gateway that still answers 200. Only a closed
+    /// inbox ends it.
     pub async fn run(&self, mut shutdown: watch::Receiver<bool>) -> Result<(), WorkerError> {
         let wake = self.inbox.new_work();
         loop {
             if *shutdown.borrow() {
                 return Ok(());
             }
-            let done = self.process_available().await?;
+            let done = match self.process_available().await {
+                Ok(done) => done,
+                Err(WorkerError::Inbox(InboxError::Closed)) => return Ok(()),
+                Err(e) => {
+                    tracing::error!(error = %e, "inbox worker failed; retrying");
+                    metrics::counter!("upline_worker_failures_total").increment(1);
+                    tokio::time::sleep(RETRY_AFTER).await;
+                    continue;
+                }
+            };
             if done > 0 {
                 continue;
             }
