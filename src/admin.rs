@@ -1,11 +1,17 @@
 //! Operator commands on the data directory: publish a plan, import a network, list and retry
-//! parked orders. They go through the same application layer as webhooks.
+//! parked orders and parked deliveries. They go through the same application layer as webhooks.
 
+use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
+use upline_app::inbox::sqlite::{DeliveryStatus, MAX_LIST};
+use upline_app::inbox::{Inbox, InboxError};
+use upline_app::worker::Worker;
 use upline_app::{Provenance, UpdateOutcome};
+use upline_platforms::model::Interpretation;
 
 use crate::config::ServeConfig;
 use crate::explain::load_plan;
@@ -116,49 +122,81 @@ pub async fn list_parked(config: &ServeConfig) -> Result<String> {
     for d in &deliveries {
         let _ = writeln!(
             out,
-            "delivery #{} ({} {} {}): {}",
+            "{DELIVERY_PREFIX}{}  {} {} {}, parked {}: {}",
             d.id,
             d.delivery.platform,
             d.delivery.shop,
             d.delivery.topic,
+            d.completed_at.map_or_else(
+                || "(no time recorded)".to_string(),
+                |at| at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ),
             d.outcome_reason.as_deref().unwrap_or("no reason recorded")
         );
     }
-    if !orders.is_empty() {
-        let _ = writeln!(
-            out,
-            "retry one with `upline parked retry ORDER-STREAM`, or all with `--all`"
-        );
-    }
+    let keys = match (orders.is_empty(), deliveries.is_empty()) {
+        (false, false) => "ORDER-STREAM` or `upline parked retry delivery-N",
+        (false, true) => "ORDER-STREAM",
+        _ => "delivery-N",
+    };
+    let _ = writeln!(
+        out,
+        "retry one with `upline parked retry {keys}`, or all with `--all`"
+    );
     Ok(out)
 }
 
+/// How `parked list` names a parked inbox delivery, and `parked retry` takes it: `delivery-N`,
+/// N being the inbox id (the `"parked": N` of the gateway's 400 answer). Order streams start
+/// with `order-`, so the two never mix.
+const DELIVERY_PREFIX: &str = "delivery-";
+
+/// The inbox id in a `delivery-N` key; `None` when the key is not one (an order stream).
+fn delivery_key(key: &str) -> Option<Result<i64>> {
+    let number = key.strip_prefix(DELIVERY_PREFIX)?;
+    Some(
+        number
+            .parse::<i64>()
+            .ok()
+            .filter(|id| *id > 0)
+            .with_context(|| {
+                format!("{key:?} is not a delivery: expected {DELIVERY_PREFIX}N, N the inbox id")
+            }),
+    )
+}
+
+/// `upline parked retry KEY | --all`: KEY is an order stream (its parked updates are applied
+/// again) or `delivery-N` (the parked inbox delivery is requeued and processed again); `--all`
+/// does both for everything parked.
 pub async fn retry_parked(config: &ServeConfig, key: Option<&str>, all: bool) -> Result<String> {
     anyhow::ensure!(
         key.is_some() || all,
-        "name the order stream to retry, or pass --all"
+        "name the order stream or delivery-N to retry, or pass --all"
     );
     let services = Services::open(config).await?;
     let result = async {
-        let streams: Vec<String> = match key {
-            Some(k) => vec![k.to_string()],
-            None => services
-                .app
-                .list_parked()
-                .await?
-                .into_iter()
-                .map(|p| p.order_stream)
-                .collect(),
-        };
         let mut out = String::new();
-        for stream in streams {
-            let who = Provenance::command(&format!("cli:parked-retry:{stream}"));
-            match services.app.retry_parked(&stream, &who).await? {
-                UpdateOutcome::Parked { reason, .. } => {
-                    let _ = writeln!(out, "{stream}: still parked: {reason}");
+        match key {
+            Some(key) => match delivery_key(key) {
+                Some(id) => {
+                    let id = requeue_one(&services, id?).await?;
+                    out.push_str(&process_requeued(&services, &[id]).await?);
                 }
-                _ => {
-                    let _ = writeln!(out, "{stream}: processed");
+                None => out.push_str(&retry_order(&services, key).await?),
+            },
+            None => {
+                for parked in services.app.list_parked().await? {
+                    out.push_str(&retry_order(&services, &parked.order_stream).await?);
+                }
+                // Deliveries after orders: a delivery that now reads may have its order update
+                // refused and parked; it is then reported (and listed) as a parked order, not
+                // retried a second time at once.
+                let ids = requeue_all(&services).await?;
+                if !ids.is_empty() {
+                    out.push_str(&process_requeued(&services, &ids).await?);
+                }
+                if out.is_empty() {
+                    out.push_str("nothing is parked\n");
                 }
             }
         }
@@ -167,4 +205,128 @@ pub async fn retry_parked(config: &ServeConfig, key: Option<&str>, all: bool) ->
     .await;
     services.close().await?;
     result
+}
+
+/// Applies an order's parked updates again; one line saying how it went.
+async fn retry_order(services: &Services, stream: &str) -> Result<String> {
+    let who = Provenance::command(&format!("cli:parked-retry:{stream}"));
+    Ok(match services.app.retry_parked(stream, &who).await? {
+        UpdateOutcome::Parked { reason, .. } => format!("{stream}: still parked: {reason}\n"),
+        _ => format!("{stream}: processed\n"),
+    })
+}
+
+/// Puts parked inbox delivery `id` back to pending; an error when it does not exist or is not
+/// parked.
+async fn requeue_one(services: &Services, id: i64) -> Result<i64> {
+    match services.inbox.requeue(id).await {
+        Ok(true) => Ok(id),
+        Ok(false) => {
+            let status = services
+                .inbox
+                .item(id)
+                .await?
+                .map_or("gone", |item| item.status.as_str());
+            anyhow::bail!("{DELIVERY_PREFIX}{id} is not parked: it is {status}")
+        }
+        Err(InboxError::UnknownItem(_)) => {
+            anyhow::bail!("there is no {DELIVERY_PREFIX}{id} in the inbox")
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot requeue {DELIVERY_PREFIX}{id}")),
+    }
+}
+
+/// Puts every parked inbox delivery back to pending; returns their ids, oldest first.
+async fn requeue_all(services: &Services) -> Result<Vec<i64>> {
+    // `list` returns at most MAX_LIST: requeue page by page (a requeued delivery is no longer
+    // listed as parked). A delivery listed again (a running server's worker parked it again
+    // meanwhile) is not chased: the loop stops when a page has nothing new.
+    let mut seen = BTreeSet::new();
+    let mut requeued = Vec::new();
+    loop {
+        let page = services.inbox.list(Some("parked"), MAX_LIST).await?;
+        let mut fresh = false;
+        for item in page {
+            if seen.insert(item.id) {
+                fresh = true;
+                // `false`: it left `parked` since the listing (someone else requeued it).
+                if services.inbox.requeue(item.id).await? {
+                    requeued.push(item.id);
+                }
+            }
+        }
+        if !fresh {
+            requeued.sort_unstable();
+            return Ok(requeued);
+        }
+    }
+}
+
+/// Processes the requeued deliveries now, in this process, and says what became of each.
+async fn process_requeued(services: &Services, ids: &[i64]) -> Result<String> {
+    // The same worker as `upline serve`'s, over this process's handles. It takes whatever is
+    // pending now, oldest first: the requeued deliveries, and any other delivery waiting (one
+    // accepted while the server held deliveries, say). If a server is running on the same data
+    // directory, its worker may claim a requeued delivery first (it looks at least every
+    // second): the claim's lease hands each delivery to one worker at a time, and a completed
+    // delivery is never handed out again, so either way it is processed once.
+    let inbox: Arc<dyn Inbox> = services.inbox.clone();
+    Worker::new(inbox, services.app.clone())
+        .process_available()
+        .await
+        .context("processing the requeued deliveries (they stay pending for the next worker)")?;
+    let parked_orders = services.app.list_parked().await?;
+    let mut out = String::new();
+    for &id in ids {
+        let key = format!("{DELIVERY_PREFIX}{id}");
+        let Some(item) = services.inbox.item(id).await? else {
+            let _ = writeln!(out, "{key}: no longer in the inbox");
+            continue;
+        };
+        let reason = item
+            .outcome_reason
+            .as_deref()
+            .unwrap_or("no reason recorded");
+        match item.status {
+            DeliveryStatus::Processed => {
+                // The payload now reads; its order update may still have been refused (an
+                // unmapped SKU, ...) and parked in the event store, where `parked list` shows it.
+                let d = &item.delivery;
+                let stream =
+                    match upline_platforms::interpret(d.platform, &d.shop, &d.topic, &d.body) {
+                        Ok(Interpretation::Order(update)) => {
+                            Some(upline_app::streams::order(&update.key))
+                        }
+                        _ => None,
+                    };
+                match stream.and_then(|s| parked_orders.iter().find(|p| p.order_stream == s)) {
+                    Some(p) => {
+                        let _ = writeln!(
+                            out,
+                            "{key}: processed; its order {} is parked: {}",
+                            p.order_stream, p.reason
+                        );
+                    }
+                    None => {
+                        let _ = writeln!(out, "{key}: processed");
+                    }
+                }
+            }
+            DeliveryStatus::Parked => {
+                let _ = writeln!(out, "{key}: still parked: {reason}");
+            }
+            DeliveryStatus::Ignored => {
+                let _ = writeln!(out, "{key}: ignored: {reason}");
+            }
+            DeliveryStatus::Pending => {
+                let _ = writeln!(
+                    out,
+                    "{key}: requeued, not finished here: a running server's worker has it, or it \
+                     is retried after a transient failure ({})",
+                    item.last_error.as_deref().unwrap_or("no error recorded")
+                );
+            }
+        }
+    }
+    Ok(out)
 }

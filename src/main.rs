@@ -150,11 +150,12 @@ enum ParkedCommand {
         #[command(flatten)]
         data: DataDir,
     },
-    /// Processes parked orders again (after a SKU is mapped, a distributor registered, ...).
+    /// Processes parked orders and deliveries again (after a SKU is mapped, a distributor
+    /// registered, ...).
     Retry {
-        /// The order stream to retry, as `parked list` shows it.
+        /// What to retry, as `parked list` shows it: an order stream, or `delivery-N`.
         key: Option<String>,
-        /// Retry every parked order.
+        /// Retry every parked order and every parked delivery.
         #[arg(long, conflicts_with = "key")]
         all: bool,
         #[command(flatten)]

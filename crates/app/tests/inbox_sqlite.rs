@@ -566,3 +566,159 @@ async fn a_closed_inbox_refuses_work() {
     );
     assert_eq!(inbox.stats().await, Err(InboxError::Closed));
 }
+
+/// Accepts, claims and parks a delivery; returns its id.
+async fn parked_id(inbox: &SqliteInbox, delivery: Delivery, reason: &str) -> i64 {
+    let id = new_id(inbox, delivery).await;
+    let items = inbox.claim(10, LONG).await.unwrap();
+    assert_eq!(ids(&items), vec![id]);
+    inbox
+        .complete(
+            id,
+            &Outcome::Parked {
+                reason: reason.to_owned(),
+            },
+        )
+        .await
+        .unwrap();
+    id
+}
+
+#[tokio::test]
+async fn a_requeued_parked_item_is_claimable_again_with_its_exact_body() {
+    let dir = TempDir::new().unwrap();
+    let inbox = open(&inbox_path(&dir)).await;
+    let sent = delivery("acme.myshopify.com", "evt-1");
+    let id = parked_id(&inbox, sent.clone(), "payload: unsupported currency XTS").await;
+    assert!(inbox.claim(10, LONG).await.unwrap().is_empty());
+    let notify = inbox.new_work();
+    // Drop the permit the accept stored: only the requeue may wake us below.
+    let _ = tokio::time::timeout(Duration::from_millis(50), notify.notified()).await;
+
+    let before = Utc::now();
+    assert_eq!(inbox.requeue(id).await, Ok(true));
+    tokio::time::timeout(Duration::from_secs(1), notify.notified())
+        .await
+        .expect("a requeue wakes the worker");
+
+    let listed = inbox.item(id).await.unwrap().expect("the item is there");
+    assert_eq!(listed.status, DeliveryStatus::Pending);
+    assert_eq!(listed.completed_at, None);
+    assert_eq!(listed.outcome_reason, None);
+    assert_eq!(
+        listed.last_error.as_deref(),
+        Some("requeued after: payload: unsupported currency XTS")
+    );
+    assert!(listed.available_at >= before - chrono::Duration::seconds(1));
+    assert!(listed.available_at <= Utc::now());
+    let stats = inbox.stats().await.unwrap();
+    assert_eq!((stats.pending, stats.parked), (1, 0));
+
+    let items = inbox.claim(10, LONG).await.unwrap();
+    assert_eq!(ids(&items), vec![id]);
+    assert_eq!(items[0].delivery, sent, "byte for byte");
+    assert_eq!(items[0].attempts, 1, "the earlier attempt still counts");
+
+    // Parked again, and requeued again: the latest reason is the one kept.
+    inbox
+        .complete(
+            id,
+            &Outcome::Parked {
+                reason: "still unreadable".to_owned(),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(inbox.requeue(id).await, Ok(true));
+    assert_eq!(
+        inbox.item(id).await.unwrap().unwrap().last_error.as_deref(),
+        Some("requeued after: still unreadable")
+    );
+    assert_eq!(ids(&inbox.claim(10, LONG).await.unwrap()), vec![id]);
+    inbox.complete(id, &Outcome::Processed).await.unwrap();
+    assert_eq!(inbox.stats().await.unwrap().processed, 1);
+}
+
+#[tokio::test]
+async fn requeue_leaves_items_that_are_not_parked_alone() {
+    let dir = TempDir::new().unwrap();
+    let inbox = open(&inbox_path(&dir)).await;
+    let shop = "acme.myshopify.com";
+    let processed = new_id(&inbox, delivery(shop, "evt-1")).await;
+    let ignored = new_id(&inbox, delivery(shop, "evt-2")).await;
+    let leased = new_id(&inbox, delivery(shop, "evt-3")).await;
+    let waiting = new_id(&inbox, delivery(shop, "evt-4")).await;
+    assert_eq!(inbox.claim(3, LONG).await.unwrap().len(), 3);
+    inbox
+        .complete(processed, &Outcome::Processed)
+        .await
+        .unwrap();
+    inbox
+        .complete(
+            ignored,
+            &Outcome::Ignored {
+                reason: "not an order topic".to_owned(),
+            },
+        )
+        .await
+        .unwrap();
+    let before = inbox.list(None, 10).await.unwrap();
+    let stats = inbox.stats().await.unwrap();
+
+    for id in [processed, ignored, leased, waiting] {
+        assert_eq!(inbox.requeue(id).await, Ok(false), "item {id}");
+    }
+    assert_eq!(
+        inbox.list(None, 10).await.unwrap(),
+        before,
+        "nothing changed"
+    );
+    assert_eq!(inbox.stats().await.unwrap(), stats);
+    // The leased item stays leased; only the one never claimed goes out.
+    assert_eq!(ids(&inbox.claim(10, LONG).await.unwrap()), vec![waiting]);
+}
+
+#[tokio::test]
+async fn requeue_of_an_unknown_item_is_refused() {
+    let dir = TempDir::new().unwrap();
+    let inbox = open(&inbox_path(&dir)).await;
+    assert_eq!(inbox.requeue(42).await, Err(InboxError::UnknownItem(42)));
+    assert_eq!(inbox.item(42).await, Ok(None));
+    // The refusal does not spoil the writer for the next requests.
+    let id = new_id(&inbox, delivery("acme.myshopify.com", "evt-1")).await;
+    assert_eq!(
+        inbox.requeue(id + 1).await,
+        Err(InboxError::UnknownItem(id + 1))
+    );
+    assert_eq!(inbox.requeue(id).await, Ok(false));
+    inbox.close().await.unwrap();
+    assert_eq!(inbox.requeue(id).await, Err(InboxError::Closed));
+}
+
+#[tokio::test]
+async fn a_requeue_survives_a_restart() {
+    let dir = TempDir::new().unwrap();
+    let path = inbox_path(&dir);
+    let sent = delivery("acme.myshopify.com", "evt-1");
+    let id = {
+        let inbox = open(&path).await;
+        let id = parked_id(&inbox, sent.clone(), "unknown field").await;
+        assert_eq!(inbox.requeue(id).await, Ok(true));
+        id
+        // Dropped here without `close`: the requeue was committed before it returned.
+    };
+
+    let inbox = open(&path).await;
+    let stats = inbox.stats().await.unwrap();
+    assert_eq!((stats.pending, stats.parked), (1, 0));
+    let listed = inbox.item(id).await.unwrap().unwrap();
+    assert_eq!(listed.status, DeliveryStatus::Pending);
+    assert_eq!(
+        listed.last_error.as_deref(),
+        Some("requeued after: unknown field")
+    );
+    let items = inbox.claim(10, LONG).await.unwrap();
+    assert_eq!(ids(&items), vec![id]);
+    assert_eq!(items[0].delivery, sent);
+    inbox.close().await.unwrap();
+}

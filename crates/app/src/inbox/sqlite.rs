@@ -7,8 +7,10 @@
 //! * One writer task owns the only write connection and group-commits
 //!   whatever requests are pending in one transaction (`sqlite/writer.rs`):
 //!   many concurrent accepts, one fsync.
-//! * Reads (`stats`, `list`, `duplicates_total`) use a small separate pool of
-//!   `query_only` connections.
+//! * Reads (`stats`, `list`, `item`, `duplicates_total`) use a small separate
+//!   pool of `query_only` connections.
+//! * `requeue` (inherent, not part of the port) puts a `parked` delivery back
+//!   to `pending` for an operator's `upline parked retry delivery-N`.
 //!
 //! Table `deliveries` (migrations in `crates/app/migrations/inbox`): one row
 //! per distinct event, `UNIQUE (platform, shop, dedupe_key)`. A pending row is
@@ -321,6 +323,32 @@ impl SqliteInbox {
         }
         .map_err(storage)?;
         rows.iter().map(decode_listed).collect()
+    }
+
+    /// One item by id, `None` when there is no such item.
+    pub async fn item(&self, id: i64) -> Result<Option<ListedItem>, InboxError> {
+        let row = sqlx::query(&format!(
+            "SELECT {LIST_COLUMNS} FROM deliveries WHERE id = ?1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(storage)?;
+        row.as_ref().map(decode_listed).transpose()
+    }
+
+    /// Puts a `parked` delivery (its payload could not be read) back to
+    /// `pending`, available at once, for a retry after the fix: its
+    /// `completed_at` and `outcome_reason` are cleared and the reason is kept
+    /// in `last_error` as "requeued after: <reason>". Wakes this handle's
+    /// workers. Returns `false`, changing nothing, when the item is in any
+    /// other status (pending already, or processed or ignored: those must not
+    /// be processed twice); [`InboxError::UnknownItem`] when there is none.
+    pub async fn requeue(&self, id: i64) -> Result<bool, InboxError> {
+        match self.submit(Op::Requeue { id }, 0).await? {
+            Answer::Requeued(requeued) => Ok(requeued),
+            other => Err(unexpected(other)),
+        }
     }
 
     /// Stop the writer after it has answered everything queued, and close

@@ -1,10 +1,10 @@
 //! The single writer task: every write of the inbox, group-committed.
 //!
 //! One task owns the only write connection. Requests (accept, claim,
-//! complete, release) arrive over a bounded channel; the writer takes
+//! complete, release, requeue) arrive over a bounded channel; the writer takes
 //! everything pending (up to the batch bounds), runs each request in arrival
 //! order inside ONE `BEGIN IMMEDIATE` transaction, commits once (one fsync
-//! for the whole batch), wakes workers for the new deliveries and then
+//! for the whole batch), wakes workers for the new (or requeued) deliveries and then
 //! answers every request. A hundred concurrent `accept`s cost one fsync, and
 //! since SQLite sees one writer, concurrent accepts of the same event cannot
 //! race: the first one inserts, the others hit `UNIQUE` and are duplicates.
@@ -71,6 +71,10 @@ pub(crate) enum Op {
         error: String,
         retry_after: Duration,
     },
+    /// A parked item back to pending (an operator's retry after a fix).
+    Requeue {
+        id: i64,
+    },
 }
 
 pub(crate) enum Answer {
@@ -78,6 +82,8 @@ pub(crate) enum Answer {
     /// Rows of [`ITEM_COLUMNS`], `attempts` as it was before this claim.
     Claimed(Vec<SqliteRow>),
     Done,
+    /// Whether a requeue found the item parked (and made it pending).
+    Requeued(bool),
 }
 
 impl std::fmt::Debug for Answer {
@@ -86,6 +92,7 @@ impl std::fmt::Debug for Answer {
             Answer::Accepted(acceptance) => f.debug_tuple("Accepted").field(acceptance).finish(),
             Answer::Claimed(rows) => write!(f, "Claimed({} rows)", rows.len()),
             Answer::Done => f.write_str("Done"),
+            Answer::Requeued(requeued) => f.debug_tuple("Requeued").field(requeued).finish(),
         }
     }
 }
@@ -175,6 +182,8 @@ impl Writer {
                 Ok(Answer::Accepted(Acceptance::Duplicate { .. })) => {
                     self.counters.duplicates.fetch_add(1, Ordering::Relaxed);
                 }
+                // Work again, as far as a worker of this handle can tell.
+                Ok(Answer::Requeued(true)) => self.new_work.notify_one(),
                 _ => {}
             }
         }
@@ -237,6 +246,7 @@ impl Writer {
                 self.release(*id, error, *retry_after, now).await?;
                 Ok(Answer::Done)
             }
+            Op::Requeue { id } => self.requeue(*id, now).await.map(Answer::Requeued),
         }
     }
 
@@ -362,6 +372,47 @@ impl Writer {
             self.ensure_exists(id).await?;
         }
         Ok(())
+    }
+
+    /// A parked item becomes pending again, available now, as if never
+    /// completed; its parking reason moves to `last_error` (prefixed with
+    /// "requeued after: ") so the history of the row is not lost. An item in
+    /// any other status is left alone (`false`): a pending one is already
+    /// waiting, a processed or ignored one must not be processed twice.
+    async fn requeue(&mut self, id: i64, now: DateTime<Utc>) -> Result<bool, InboxError> {
+        let row = sqlx::query("SELECT status, outcome_reason FROM deliveries WHERE id = ?1")
+            .bind(id)
+            .fetch_optional(&mut self.conn)
+            .await
+            .map_err(storage)?
+            .ok_or(InboxError::UnknownItem(id))?;
+        let status: String = row.try_get("status").map_err(storage)?;
+        if status != "parked" {
+            return Ok(false);
+        }
+        let reason: Option<String> = row.try_get("outcome_reason").map_err(storage)?;
+        let last_error = super::bounded(
+            &format!(
+                "requeued after: {}",
+                reason.as_deref().unwrap_or("no reason recorded")
+            ),
+            super::MAX_REASON_BYTES,
+        );
+        // The status is checked again: this runs inside the writer's
+        // transaction, so nothing changed it in between, but the statement
+        // must be right on its own.
+        let done = sqlx::query(
+            "UPDATE deliveries SET status = 'pending', available_at = ?2, completed_at = NULL, \
+             outcome_reason = NULL, last_error = ?3 \
+             WHERE id = ?1 AND status = 'parked'",
+        )
+        .bind(id)
+        .bind(format_timestamp(now))
+        .bind(last_error)
+        .execute(&mut self.conn)
+        .await
+        .map_err(storage)?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn ensure_exists(&mut self, id: i64) -> Result<(), InboxError> {
