@@ -391,20 +391,29 @@ impl App {
             parked_at: now(),
             source: source.to_string(),
         };
-        let data = event_data(
-            &parked_stream,
-            &events.len().to_string(),
-            &event,
-            provenance,
-        )?;
-        self.store
-            .append(&parked_stream, ExpectedRevision::Any, vec![data])
+        self.record_parking(&parked_stream, events.len(), &event, provenance)
             .await?;
         tracing::warn!(stream = %order_stream, reason, "order update parked");
         if was_clear {
             let n = self.parked_orders.fetch_add(1, Ordering::Relaxed) + 1;
             metrics::gauge!("upline_parked_orders").set(n as f64);
         }
+        Ok(())
+    }
+
+    /// Appends to `parked-{order stream}`. `seen` is how many events the stream had when read:
+    /// with the content it makes the id, so a repeat of the same step is written once.
+    async fn record_parking(
+        &self,
+        parked_stream: &str,
+        seen: usize,
+        event: &ParkingEvent,
+        provenance: &Provenance,
+    ) -> Result<(), AppError> {
+        let data = event_data(parked_stream, &seen.to_string(), event, provenance)?;
+        self.store
+            .append(parked_stream, ExpectedRevision::Any, vec![data])
+            .await?;
         Ok(())
     }
 
@@ -470,14 +479,7 @@ impl App {
                         reason: reason.clone(),
                         retried_at: now(),
                     };
-                    let data = event_data(
-                        &parked_stream,
-                        &events.len().to_string(),
-                        &event,
-                        provenance,
-                    )?;
-                    self.store
-                        .append(&parked_stream, ExpectedRevision::Any, vec![data])
+                    self.record_parking(&parked_stream, events.len(), &event, provenance)
                         .await?;
                     return Ok(UpdateOutcome::Parked {
                         stream: order_stream.to_string(),
@@ -488,14 +490,7 @@ impl App {
             }
         }
         let event = ParkingEvent::ParkedOrderResolved { resolved_at: now() };
-        let data = event_data(
-            &parked_stream,
-            &events.len().to_string(),
-            &event,
-            provenance,
-        )?;
-        self.store
-            .append(&parked_stream, ExpectedRevision::Any, vec![data])
+        self.record_parking(&parked_stream, events.len(), &event, provenance)
             .await?;
         let n = self.parked_orders.fetch_sub(1, Ordering::Relaxed) - 1;
         metrics::gauge!("upline_parked_orders").set(n as f64);

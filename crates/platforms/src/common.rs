@@ -236,6 +236,18 @@ impl<'de> Deserialize<'de> for LooseText {
 
 /// The value of the `ref` query parameter of a URL, absolute (`https://shop/?ref=X`) or relative
 /// (`/products/kit?ref=X`).
+/// An ordered quantity: a negative one is an error naming `field`; zero means the line carries
+/// nothing (`None`: the domain refuses a zero-quantity line, and dropping it loses no money).
+pub(crate) fn ordered_quantity(
+    field: &str,
+    quantity: Decimal,
+) -> Result<Option<Decimal>, PayloadError> {
+    if quantity < Decimal::ZERO {
+        return Err(PayloadError::new(field, format!("{quantity} is negative")));
+    }
+    Ok((!quantity.is_zero()).then_some(quantity))
+}
+
 pub(crate) fn ref_from_url(raw: &str) -> Option<String> {
     let raw = raw.trim();
     if raw.is_empty() {

@@ -459,16 +459,11 @@ fn counted_rows(items: &[Item]) -> BTreeSet<usize> {
 }
 
 fn line(path: &str, item: &Item) -> Result<Option<OrderLine>, PayloadError> {
-    let quantity = item.qty_ordered.0;
-    if quantity < Decimal::ZERO {
-        return Err(PayloadError::new(
-            format!("{path}.qty_ordered"),
-            format!("{quantity} is negative"),
-        ));
-    }
-    if quantity.is_zero() {
+    let Some(quantity) =
+        common::ordered_quantity(&format!("{path}.qty_ordered"), item.qty_ordered.0)?
+    else {
         return Ok(None);
-    }
+    };
     let discount = item.discount_amount.map(|a| a.0.abs()).unwrap_or_default();
     let compensation = item
         .discount_tax_compensation_amount

@@ -308,16 +308,10 @@ fn order_update(shop: &ShopId, topic: &str, order: &Order) -> Result<Interpretat
 
 fn line(i: usize, item: &LineItem) -> Result<Option<OrderLine>, PayloadError> {
     let path = format!("line_items[{i}]");
-    let quantity = item.quantity.0;
-    if quantity < Decimal::ZERO {
-        return Err(PayloadError::new(
-            format!("{path}.quantity"),
-            format!("{quantity} is negative"),
-        ));
-    }
-    if quantity.is_zero() {
+    let Some(quantity) = common::ordered_quantity(&format!("{path}.quantity"), item.quantity.0)?
+    else {
         return Ok(None);
-    }
+    };
     let sku = item
         .sku
         .as_deref()

@@ -238,16 +238,10 @@ fn order_update(shop: &ShopId, order: &Order) -> Result<Interpretation, PayloadE
 
 fn line(currency: Currency, i: usize, item: &LineItem) -> Result<Option<OrderLine>, PayloadError> {
     let path = format!("line_items[{i}]");
-    let quantity = item.quantity.0;
-    if quantity < Decimal::ZERO {
-        return Err(PayloadError::new(
-            format!("{path}.quantity"),
-            format!("{quantity} is negative"),
-        ));
-    }
-    if quantity.is_zero() {
+    let Some(quantity) = common::ordered_quantity(&format!("{path}.quantity"), item.quantity.0)?
+    else {
         return Ok(None);
-    }
+    };
     let (subtotal, total) = (item.subtotal.0, item.total.0);
     for (name, value) in [("subtotal", subtotal), ("total", total)] {
         if value < Decimal::ZERO {
