@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use tokio::sync::watch;
 use upline_domain::events::{EventSource, EVENT_ID_NAMESPACE};
 use upline_platforms::model::Interpretation;
@@ -17,6 +18,9 @@ use crate::orders::{App, UpdateOutcome};
 
 /// Deliveries claimed at once.
 pub const CLAIM_BATCH: usize = 32;
+/// Deliveries processed at the same time. Processing is mostly waiting on the store, so a few
+/// in flight keep it busy; more would only queue inside the store's writer.
+pub const CONCURRENT_DELIVERIES: usize = 8;
 /// How long a claimed delivery is ours before another worker may take it (a dead worker's items
 /// come back after this).
 pub const LEASE: Duration = Duration::from_secs(30);
@@ -84,10 +88,17 @@ impl Worker {
             if items.is_empty() {
                 return Ok(total);
             }
-            for item in items {
-                total += 1;
-                self.process(item).await?;
-            }
+            total += items.len();
+            // Deliveries are processed concurrently: different orders are independent, and two
+            // deliveries of one order are kept apart by the stream's expected revision (the
+            // loser decides again; facts commute). Concurrent appends also share the store's
+            // group commit. The first inbox failure is returned after the batch settles.
+            let results: Vec<Result<(), WorkerError>> = futures::stream::iter(items)
+                .map(|item| self.process(item))
+                .buffer_unordered(CONCURRENT_DELIVERIES)
+                .collect()
+                .await;
+            results.into_iter().collect::<Result<(), _>>()?;
         }
     }
 
