@@ -30,6 +30,8 @@ const PAGE: usize = 1_000;
 /// The checkpoint is recorded at most every this many processed events while streaming (and
 /// whenever it catches up), so a restart redoes little.
 const CHECKPOINT_EVERY: u64 = 256;
+/// Order events posted at the same time.
+const CONCURRENT_POSTINGS: usize = 16;
 /// How long to wait before following again after a failure.
 const RESUME_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -80,10 +82,8 @@ impl CommissionPostings {
             let Some(last) = page.last().map(|r| r.position) else {
                 break;
             };
-            for recorded in &page {
-                self.post(recorded).await?;
-                seen += 1;
-            }
+            self.post_all(&page).await?;
+            seen += page.len() as u64;
             self.position.send_replace(last);
         }
         self.record_checkpoint().await?;
@@ -114,16 +114,21 @@ impl CommissionPostings {
     async fn follow(&self, mut shutdown: watch::Receiver<bool>) -> Result<(), AppError> {
         self.catch_up().await?;
         let from = AllStart::After(*self.position.borrow());
-        let mut events = self.store.subscribe_all(from, Self::filter());
+        // Whatever is ready is taken as one chunk, so a burst is posted concurrently.
+        let mut events = self
+            .store
+            .subscribe_all(from, Self::filter())
+            .ready_chunks(PAGE);
         let mut since_checkpoint = 0u64;
         loop {
             tokio::select! {
                 next = events.next() => {
-                    let Some(recorded) = next else { break };
-                    let recorded = recorded?;
-                    self.post(&recorded).await?;
-                    self.position.send_replace(recorded.position);
-                    since_checkpoint += 1;
+                    let Some(chunk) = next else { break };
+                    let chunk = chunk.into_iter().collect::<Result<Vec<_>, _>>()?;
+                    let Some(last) = chunk.last().map(|r| r.position) else { continue };
+                    self.post_all(&chunk).await?;
+                    self.position.send_replace(last);
+                    since_checkpoint += chunk.len() as u64;
                     if since_checkpoint >= CHECKPOINT_EVERY {
                         self.record_checkpoint().await?;
                         since_checkpoint = 0;
@@ -165,6 +170,17 @@ impl CommissionPostings {
         Ok(())
     }
 
+    /// Posts what a run of order events changed, several at a time: postings are independent of
+    /// each other (distinct ids, `Any`), and concurrent appends share the store's group commit.
+    /// The caller moves the position past the run only once all of it is posted, so a crash
+    /// redoes the whole run, which writes nothing twice.
+    async fn post_all(&self, events: &[RecordedEvent]) -> Result<(), AppError> {
+        for run in events.chunks(CONCURRENT_POSTINGS) {
+            futures::future::try_join_all(run.iter().map(|recorded| self.post(recorded))).await?;
+        }
+        Ok(())
+    }
+
     /// Posts what one order event changed, to each beneficiary's stream.
     async fn post(&self, recorded: &RecordedEvent) -> Result<(), AppError> {
         let postings = postings_of(recorded)?;
@@ -182,14 +198,19 @@ impl CommissionPostings {
             },
         };
         let key = format!("{}@{}", recorded.stream_id, recorded.revision);
-        for (beneficiary, posting) in postings {
+        let appends = postings.into_iter().map(|(beneficiary, posting)| {
             let stream = streams::distributor(&beneficiary);
-            let data = event_data(&stream, &key, &posting, &provenance)?;
-            // `Any` with a deterministic id: a repeat is recognised and writes nothing.
-            self.store
-                .append(&stream, ExpectedRevision::Any, vec![data])
-                .await?;
-        }
+            let (key, provenance) = (&key, &provenance);
+            async move {
+                let data = event_data(&stream, key, &posting, provenance)?;
+                // `Any` with a deterministic id: a repeat is recognised and writes nothing.
+                self.store
+                    .append(&stream, ExpectedRevision::Any, vec![data])
+                    .await?;
+                Ok::<(), AppError>(())
+            }
+        });
+        futures::future::try_join_all(appends).await?;
         Ok(())
     }
 }
