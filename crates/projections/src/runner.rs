@@ -1,0 +1,946 @@
+//! The projection runner: catch up from each projection's checkpoint, follow live, report lag,
+//! rebuild into fresh tables and swap them in.
+//!
+//! ## Exactly once
+//!
+//! Each batch of events is applied in ONE read-store transaction that starts by moving the
+//! checkpoint with a guarded update (`... WHERE name = $n AND generation = $g AND position =
+//! $from`). If the guard matches nothing (another runner, a `catch_up` in parallel, or a rebuild
+//! swapped generations in between) the transaction is rolled back and the runner reloads its
+//! checkpoint. So a crash anywhere leaves either the batch's rows *and* the checkpoint past it,
+//! or neither; a replayed event never counts twice. Writing the guard first also takes the
+//! write lock first (SQLite) or the row lock (PostgreSQL), so competing writers queue instead of
+//! failing half-way.
+//!
+//! ## Lag
+//!
+//! `upline_projection_lag_events{projection}` is head − checkpoint, where head is the last
+//! position of `$all` that matches the projection's filter (known from the subscription while
+//! following; found by reading forward from the checkpoint otherwise).
+//! `upline_projection_lag_seconds{projection}` is now − `recorded_at` of the last event applied
+//! (of the first one pending, before any), and 0 when caught up. Also
+//! `upline_projection_position{projection}`, `upline_projection_events_total{projection}` and
+//! `upline_projection_failures_total{projection}`.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use futures::FutureExt;
+use sqlx::Row;
+use tokio::sync::watch;
+use upline_store::{AllStart, EventStore, RecordedEvent, StoreError, StreamExt};
+
+use crate::error::ProjectionError;
+use crate::projection::{filter_of, Projection};
+use crate::sql::{self, position_from_sql, position_to_sql, table, time_from_sql, time_to_sql, Tx};
+use crate::store::{affected, ReadStore};
+
+/// Events applied per transaction (and read per page).
+pub const DEFAULT_PAGE_SIZE: usize = 500;
+/// Events read per page while looking for the head.
+const HEAD_SCAN_PAGE: usize = 1_000;
+/// While catching up, the head is looked for at most this many pages ahead (so a projection
+/// far behind starts applying at once; its lag gauge is then a lower bound until it gets
+/// there). `status()` always reads to the end.
+const CATCH_UP_HEAD_SCAN_PAGES: usize = 20;
+/// How long to wait before following again after a failure.
+const RESUME_AFTER: Duration = Duration::from_secs(2);
+
+/// Where a projection stands.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProjectionStatus {
+    pub name: &'static str,
+    /// The generation the views show.
+    pub generation: u32,
+    /// Its checkpoint: the last `$all` position applied.
+    pub position: u64,
+    /// The last position of `$all` its filter matches.
+    pub head: u64,
+    /// `head - position`.
+    pub lag_events: u64,
+    /// Now − `recorded_at` of the last event applied (of the first pending one, before any);
+    /// 0 when caught up.
+    pub lag_seconds: f64,
+    /// When the checkpoint last moved (wall clock).
+    pub updated_at: Option<DateTime<Utc>>,
+    /// A rebuild in progress (or interrupted: the next rebuild starts over).
+    pub rebuilding: Option<Rebuilding>,
+}
+
+/// A generation being built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rebuilding {
+    pub generation: u32,
+    pub position: u64,
+}
+
+/// Reported after every batch of a rebuild, and once more when it is swapped in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RebuildProgress {
+    pub projection: &'static str,
+    /// The generation being built.
+    pub generation: u32,
+    pub events_applied: u64,
+    pub events_per_second: f64,
+    /// The rebuild's checkpoint.
+    pub position: u64,
+    /// The last position its filter matches, as known now.
+    pub head: u64,
+    /// `head - position`.
+    pub remaining: u64,
+    /// The new generation is swapped in.
+    pub done: bool,
+}
+
+/// What a rebuild did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RebuildReport {
+    pub projection: &'static str,
+    pub from_generation: u32,
+    pub generation: u32,
+    pub events_applied: u64,
+    /// The checkpoint of the new generation when swapped in.
+    pub position: u64,
+    pub elapsed: Duration,
+}
+
+/// A `projection_state` row.
+#[derive(Debug, Clone)]
+struct State {
+    generation: u32,
+    position: u64,
+    updated_at: Option<DateTime<Utc>>,
+    rebuilding: Option<Rebuilding>,
+    last_recorded_at: Option<DateTime<Utc>>,
+}
+
+/// Which generation a batch goes to.
+#[derive(Debug, Clone, Copy)]
+enum Target {
+    Live { generation: u32 },
+    Rebuild { generation: u32 },
+}
+
+impl Target {
+    fn generation(self) -> u32 {
+        match self {
+            Target::Live { generation } | Target::Rebuild { generation } => generation,
+        }
+    }
+}
+
+/// Runs projections over an event store into a read store.
+pub struct ProjectionRunner {
+    store: Arc<dyn EventStore>,
+    read: ReadStore,
+    projections: Vec<Arc<dyn Projection>>,
+    /// The last position seen matching each projection's filter.
+    heads: Mutex<HashMap<&'static str, u64>>,
+    initialised: tokio::sync::OnceCell<()>,
+    page_size: usize,
+}
+
+impl ProjectionRunner {
+    pub fn new(
+        store: Arc<dyn EventStore>,
+        read: ReadStore,
+        projections: Vec<Arc<dyn Projection>>,
+    ) -> ProjectionRunner {
+        ProjectionRunner {
+            store,
+            read,
+            projections,
+            heads: Mutex::new(HashMap::new()),
+            initialised: tokio::sync::OnceCell::new(),
+            page_size: DEFAULT_PAGE_SIZE,
+        }
+    }
+
+    /// Events per transaction (default [`DEFAULT_PAGE_SIZE`]; at least 1, at most the store's
+    /// read limit).
+    pub fn with_page_size(mut self, page_size: usize) -> ProjectionRunner {
+        self.page_size = page_size.clamp(1, upline_store::limits::MAX_READ_COUNT);
+        self
+    }
+
+    pub fn read_store(&self) -> &ReadStore {
+        &self.read
+    }
+
+    pub fn event_store(&self) -> &Arc<dyn EventStore> {
+        &self.store
+    }
+
+    pub fn projections(&self) -> &[Arc<dyn Projection>] {
+        &self.projections
+    }
+
+    /// The projection named `name`.
+    pub fn projection(&self, name: &str) -> Result<&Arc<dyn Projection>, ProjectionError> {
+        self.projections
+            .iter()
+            .find(|p| p.name() == name)
+            .ok_or_else(|| ProjectionError::UnknownProjection {
+                name: name.to_string(),
+                known: self
+                    .projections
+                    .iter()
+                    .map(|p| p.name())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
+    }
+
+    /// Registers every projection (first time: its generation-1 tables, its views and a
+    /// checkpoint at 0). Idempotent; the other methods call it.
+    pub async fn init(&self) -> Result<(), ProjectionError> {
+        self.initialised
+            .get_or_try_init(|| async {
+                self.check_configuration()?;
+                for projection in &self.projections {
+                    self.register(projection.as_ref()).await?;
+                }
+                Ok::<(), ProjectionError>(())
+            })
+            .await?;
+        Ok(())
+    }
+
+    fn check_configuration(&self) -> Result<(), ProjectionError> {
+        let mut names = BTreeSet::new();
+        let mut tables = BTreeSet::new();
+        for projection in &self.projections {
+            let name = projection.name();
+            if !sql::is_identifier(&name.replace('-', "_")) {
+                return Err(ProjectionError::Configuration(format!(
+                    "projection name {name:?}: use lowercase letters, digits, '-' and '_'"
+                )));
+            }
+            if !names.insert(name) {
+                return Err(ProjectionError::Configuration(format!(
+                    "two projections are named {name:?}"
+                )));
+            }
+            if projection.tables().is_empty() {
+                return Err(ProjectionError::Configuration(format!(
+                    "projection {name:?} has no tables"
+                )));
+            }
+            for logical in projection.tables() {
+                if !sql::is_identifier(logical) || *logical == "projection_state" {
+                    return Err(ProjectionError::Configuration(format!(
+                        "table {logical:?} of {name:?}: use [a-z][a-z0-9_]*, at most 48 characters"
+                    )));
+                }
+                if !tables.insert(*logical) {
+                    return Err(ProjectionError::Configuration(format!(
+                        "two projections have a table named {logical:?}"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn register(&self, projection: &dyn Projection) -> Result<(), ProjectionError> {
+        let mut tx = self.read.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO projection_state (name, generation, position, updated_at) \
+             VALUES ($1, 1, 0, $2) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(projection.name())
+        .bind(time_to_sql(Utc::now()))
+        .execute(&mut *tx)
+        .await?;
+        if affected(&inserted) == 1 {
+            drop_tables(&mut tx, projection, 1).await?;
+            projection.create_tables(&mut tx, 1).await?;
+            point_views(&mut tx, projection, 1).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn load_state(&self, name: &str) -> Result<State, ProjectionError> {
+        let row = sqlx::query(
+            "SELECT generation, position, updated_at, rebuilding_generation, rebuilding_position, \
+             last_recorded_at FROM projection_state WHERE name = $1",
+        )
+        .bind(name)
+        .fetch_optional(self.read.pool())
+        .await?
+        .ok_or_else(|| ProjectionError::Corrupt(format!("no projection_state row for {name}")))?;
+        let generation = generation_from_sql(row.try_get("generation")?)?;
+        let position = position_from_sql(row.try_get("position")?)?;
+        let updated_at: Option<String> = row.try_get("updated_at")?;
+        let rebuilding_generation: Option<i64> = row.try_get("rebuilding_generation")?;
+        let rebuilding_position: Option<i64> = row.try_get("rebuilding_position")?;
+        let last_recorded_at: Option<String> = row.try_get("last_recorded_at")?;
+        let rebuilding = match (rebuilding_generation, rebuilding_position) {
+            (Some(g), Some(p)) => Some(Rebuilding {
+                generation: generation_from_sql(g)?,
+                position: position_from_sql(p)?,
+            }),
+            _ => None,
+        };
+        Ok(State {
+            generation,
+            position,
+            updated_at: updated_at.as_deref().map(time_from_sql).transpose()?,
+            rebuilding,
+            last_recorded_at: last_recorded_at.as_deref().map(time_from_sql).transpose()?,
+        })
+    }
+
+    fn cached_head(&self, name: &'static str) -> u64 {
+        self.heads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn note_head(&self, name: &'static str, position: u64) -> u64 {
+        let mut heads = self.heads.lock().unwrap_or_else(|e| e.into_inner());
+        let head = heads.entry(name).or_insert(0);
+        *head = (*head).max(position);
+        *head
+    }
+
+    /// The last position matching the projection's filter, reading forward from what is known
+    /// (at most `max_pages` pages; `None`: to the end).
+    async fn refresh_head(
+        &self,
+        projection: &dyn Projection,
+        from: u64,
+        max_pages: Option<usize>,
+    ) -> Result<u64, ProjectionError> {
+        let filter = filter_of(projection);
+        let mut after = from.max(self.cached_head(projection.name()));
+        let mut pages = 0;
+        loop {
+            let page = self
+                .store
+                .read_all(AllStart::After(after), &filter, HEAD_SCAN_PAGE)
+                .await?;
+            if let Some(last) = page.last() {
+                after = last.position;
+            }
+            pages += 1;
+            if page.len() < HEAD_SCAN_PAGE || max_pages.is_some_and(|max| pages >= max) {
+                break;
+            }
+        }
+        Ok(self.note_head(projection.name(), after))
+    }
+
+    /// When the first event after `position` was recorded (for the lag of a projection that has
+    /// applied nothing yet).
+    async fn first_pending_at(
+        &self,
+        projection: &dyn Projection,
+        position: u64,
+    ) -> Result<Option<DateTime<Utc>>, ProjectionError> {
+        let first = self
+            .store
+            .read_all(AllStart::After(position), &filter_of(projection), 1)
+            .await?;
+        Ok(first.first().map(|e| e.recorded_at))
+    }
+
+    /// Sets the lag gauges; returns (lag_events, lag_seconds).
+    fn publish_lag(
+        &self,
+        name: &'static str,
+        position: u64,
+        head: u64,
+        since: Option<DateTime<Utc>>,
+    ) -> (u64, f64) {
+        let lag_events = head.saturating_sub(position);
+        let lag_seconds = match since {
+            Some(at) if lag_events > 0 => {
+                let micros = (Utc::now() - at).num_microseconds().unwrap_or(i64::MAX);
+                (micros.max(0) as f64) / 1e6
+            }
+            _ => 0.0,
+        };
+        metrics::gauge!("upline_projection_lag_events", "projection" => name)
+            .set(lag_events as f64);
+        metrics::gauge!("upline_projection_lag_seconds", "projection" => name).set(lag_seconds);
+        metrics::gauge!("upline_projection_position", "projection" => name).set(position as f64);
+        (lag_events, lag_seconds)
+    }
+
+    /// Applies `events` (read after `from`) to `target` with the checkpoint, in one transaction.
+    /// `Ok(false)`: the checkpoint is no longer `from` (someone else moved it); nothing written.
+    async fn apply_batch(
+        &self,
+        projection: &dyn Projection,
+        target: Target,
+        from: u64,
+        events: &[RecordedEvent],
+    ) -> Result<bool, ProjectionError> {
+        let Some(last) = events.last() else {
+            return Ok(true);
+        };
+        let name = projection.name();
+        let mut tx = self.read.begin().await?;
+        let guard = match target {
+            Target::Live { generation } => {
+                sqlx::query(
+                    "UPDATE projection_state SET position = $1, updated_at = $2, \
+                     last_recorded_at = $3 \
+                     WHERE name = $4 AND generation = $5 AND position = $6",
+                )
+                .bind(position_to_sql(last.position)?)
+                .bind(time_to_sql(Utc::now()))
+                .bind(time_to_sql(last.recorded_at))
+                .bind(name)
+                .bind(i64::from(generation))
+                .bind(position_to_sql(from)?)
+                .execute(&mut *tx)
+                .await?
+            }
+            Target::Rebuild { generation } => {
+                sqlx::query(
+                    "UPDATE projection_state SET rebuilding_position = $1, updated_at = $2 \
+                     WHERE name = $3 AND rebuilding_generation = $4 AND rebuilding_position = $5",
+                )
+                .bind(position_to_sql(last.position)?)
+                .bind(time_to_sql(Utc::now()))
+                .bind(name)
+                .bind(i64::from(generation))
+                .bind(position_to_sql(from)?)
+                .execute(&mut *tx)
+                .await?
+            }
+        };
+        if affected(&guard) != 1 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        apply_events(&mut tx, projection, target.generation(), events).await?;
+        tx.commit().await?;
+        metrics::counter!("upline_projection_events_total", "projection" => name)
+            .increment(events.len() as u64);
+        Ok(true)
+    }
+
+    /// Applies everything recorded so far to every projection; returns the events applied.
+    pub async fn catch_up(&self) -> Result<u64, ProjectionError> {
+        self.init().await?;
+        let mut applied = 0;
+        for projection in &self.projections {
+            applied += self.catch_up_one(projection.as_ref()).await?;
+        }
+        Ok(applied)
+    }
+
+    /// Applies everything recorded so far to the projection named `name`.
+    pub async fn catch_up_projection(&self, name: &str) -> Result<u64, ProjectionError> {
+        self.init().await?;
+        let projection = self.projection(name)?.clone();
+        self.catch_up_one(projection.as_ref()).await
+    }
+
+    async fn catch_up_one(&self, projection: &dyn Projection) -> Result<u64, ProjectionError> {
+        let name = projection.name();
+        let filter = filter_of(projection);
+        let mut state = self.load_state(name).await?;
+        let head = self
+            .refresh_head(projection, state.position, Some(CATCH_UP_HEAD_SCAN_PAGES))
+            .await?;
+        let since = match state.last_recorded_at {
+            Some(at) => Some(at),
+            None => self.first_pending_at(projection, state.position).await?,
+        };
+        self.publish_lag(name, state.position, head, since);
+        let mut applied = 0u64;
+        loop {
+            let page = self
+                .store
+                .read_all(AllStart::After(state.position), &filter, self.page_size)
+                .await?;
+            let Some(last) = page.last() else { break };
+            let (last_position, last_at) = (last.position, last.recorded_at);
+            let target = Target::Live {
+                generation: state.generation,
+            };
+            if self
+                .apply_batch(projection, target, state.position, &page)
+                .await?
+            {
+                applied += page.len() as u64;
+                state.position = last_position;
+                state.last_recorded_at = Some(last_at);
+                let head = self.note_head(name, last_position);
+                self.publish_lag(name, state.position, head, state.last_recorded_at);
+            } else {
+                state = self.load_state(name).await?;
+            }
+        }
+        // Read to the end: caught up.
+        let head = self.note_head(name, state.position);
+        self.publish_lag(name, state.position, head.min(state.position), None);
+        Ok(applied)
+    }
+
+    /// Catches up, then follows every projection live until `shutdown` turns true. Failures
+    /// (the read store briefly unreachable, an event a projection refuses) are logged and
+    /// counted, and that projection resumes from its checkpoint after a pause; the others go
+    /// on. Returns when `shutdown` is true or the event store is closed. Fails at once only on
+    /// a configuration error (two projections with one name, a bad table name).
+    pub async fn run(&self, shutdown: watch::Receiver<bool>) -> Result<(), ProjectionError> {
+        self.check_configuration()?;
+        let runs = self
+            .projections
+            .iter()
+            .map(|projection| self.run_one(projection.clone(), shutdown.clone()));
+        futures::future::join_all(runs).await;
+        Ok(())
+    }
+
+    async fn run_one(&self, projection: Arc<dyn Projection>, mut shutdown: watch::Receiver<bool>) {
+        let name = projection.name();
+        loop {
+            let result = async {
+                self.init().await?;
+                self.follow(projection.as_ref(), &mut shutdown).await
+            }
+            .await;
+            match result {
+                Ok(()) => return,
+                Err(error) if error.is_closed() => return,
+                Err(error) => {
+                    tracing::error!(projection = name, error = %error, "projection failed; resuming");
+                    metrics::counter!("upline_projection_failures_total", "projection" => name)
+                        .increment(1);
+                    tokio::select! {
+                        _ = tokio::time::sleep(RESUME_AFTER) => {}
+                        changed = shutdown.changed() => {
+                            if changed.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    if *shutdown.borrow() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn follow(
+        &self,
+        projection: &dyn Projection,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<(), ProjectionError> {
+        let name = projection.name();
+        loop {
+            if *shutdown.borrow() {
+                return Ok(());
+            }
+            self.catch_up_one(projection).await?;
+            let mut state = self.load_state(name).await?;
+            let mut events = self
+                .store
+                .subscribe_all(AllStart::After(state.position), filter_of(projection));
+            loop {
+                tokio::select! {
+                    next = events.next() => {
+                        // The subscription ended: catch up and subscribe again (a closed store
+                        // fails the catch-up with `Closed`).
+                        let Some(first) = next else { break };
+                        let mut batch = vec![first?];
+                        let mut failure: Option<StoreError> = None;
+                        while batch.len() < self.page_size {
+                            match events.next().now_or_never() {
+                                Some(Some(Ok(event))) => batch.push(event),
+                                Some(Some(Err(error))) => {
+                                    failure = Some(error);
+                                    break;
+                                }
+                                _ => break,
+                            }
+                        }
+                        let (last_position, last_at) = match batch.last() {
+                            Some(last) => (last.position, last.recorded_at),
+                            None => break,
+                        };
+                        let head = self.note_head(name, last_position);
+                        let target = Target::Live { generation: state.generation };
+                        if !self.apply_batch(projection, target, state.position, &batch).await? {
+                            // Moved by someone else (a rebuild swapped generations): start over
+                            // from the checkpoint as it is now.
+                            break;
+                        }
+                        state.position = last_position;
+                        state.last_recorded_at = Some(last_at);
+                        self.publish_lag(name, state.position, head, state.last_recorded_at);
+                        if let Some(error) = failure {
+                            return Err(error.into());
+                        }
+                    }
+                    changed = shutdown.changed() => {
+                        if changed.is_err() || *shutdown.borrow() {
+                            return Ok(());
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Each projection's checkpoint, head and lag (reads forward from each checkpoint to find
+    /// the head, so it costs as many reads as the lag). Also sets the lag gauges.
+    pub async fn status(&self) -> Result<Vec<ProjectionStatus>, ProjectionError> {
+        self.init().await?;
+        let mut statuses = Vec::with_capacity(self.projections.len());
+        for projection in &self.projections {
+            let name = projection.name();
+            let state = self.load_state(name).await?;
+            let head = self
+                .refresh_head(projection.as_ref(), state.position, None)
+                .await?
+                .max(state.position);
+            let since = match state.last_recorded_at {
+                Some(at) => Some(at),
+                None => {
+                    self.first_pending_at(projection.as_ref(), state.position)
+                        .await?
+                }
+            };
+            let (lag_events, lag_seconds) = self.publish_lag(name, state.position, head, since);
+            statuses.push(ProjectionStatus {
+                name,
+                generation: state.generation,
+                position: state.position,
+                head,
+                lag_events,
+                lag_seconds,
+                updated_at: state.updated_at,
+                rebuilding: state.rebuilding,
+            });
+        }
+        Ok(statuses)
+    }
+
+    /// Rebuilds the projection named `name` (`None`: all, one after the other) into a fresh
+    /// generation of tables from position 0, while the current generation keeps answering
+    /// queries (and keeps being updated by a runner, if one runs); once caught up with the
+    /// store's head, one transaction points the views at the new generation, moves the
+    /// checkpoint to it and drops the old tables. `progress` is called after every batch.
+    ///
+    /// A rebuild that was interrupted is not resumed (the code may have changed since): the
+    /// next one drops its tables and starts over. Two rebuilds of one projection at once: the
+    /// later one wins and the earlier fails with [`ProjectionError::RebuildSuperseded`].
+    pub async fn rebuild(
+        &self,
+        name: Option<&str>,
+        progress: impl Fn(RebuildProgress) + Send + Sync,
+    ) -> Result<Vec<RebuildReport>, ProjectionError> {
+        self.init().await?;
+        let targets: Vec<Arc<dyn Projection>> = match name {
+            Some(name) => vec![self.projection(name)?.clone()],
+            None => self.projections.clone(),
+        };
+        let mut reports = Vec::with_capacity(targets.len());
+        for projection in targets {
+            reports.push(self.rebuild_one(projection.as_ref(), &progress).await?);
+        }
+        Ok(reports)
+    }
+
+    async fn rebuild_one(
+        &self,
+        projection: &dyn Projection,
+        progress: &(impl Fn(RebuildProgress) + Send + Sync),
+    ) -> Result<RebuildReport, ProjectionError> {
+        let started = Instant::now();
+        let name = projection.name();
+        let (from_generation, generation) = self.start_rebuild(projection).await?;
+        tracing::info!(projection = name, generation, "rebuild started");
+        match self
+            .build_and_swap(projection, from_generation, generation, started, progress)
+            .await
+        {
+            Ok(report) => {
+                tracing::info!(
+                    projection = name,
+                    generation,
+                    events = report.events_applied,
+                    "rebuild swapped in"
+                );
+                Ok(report)
+            }
+            Err(error) => {
+                if !matches!(error, ProjectionError::RebuildSuperseded { .. }) {
+                    if let Err(cleanup) = self.abandon_rebuild(projection, generation).await {
+                        tracing::warn!(projection = name, error = %cleanup, "could not drop the abandoned generation");
+                    }
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// Claims the next generation and creates its tables (dropping those of an interrupted
+    /// rebuild). Returns (live generation, new generation).
+    async fn start_rebuild(
+        &self,
+        projection: &dyn Projection,
+    ) -> Result<(u32, u32), ProjectionError> {
+        let name = projection.name();
+        loop {
+            let state = self.load_state(name).await?;
+            let stale = state.rebuilding.map(|r| r.generation);
+            let generation = state
+                .generation
+                .max(stale.unwrap_or(0))
+                .checked_add(1)
+                .ok_or_else(|| ProjectionError::Overflow {
+                    what: format!("generation of {name}"),
+                })?;
+            let mut tx = self.read.begin().await?;
+            let claimed = sqlx::query(
+                "UPDATE projection_state SET rebuilding_generation = $1, rebuilding_position = 0, \
+                 updated_at = $2 \
+                 WHERE name = $3 AND generation = $4 AND COALESCE(rebuilding_generation, 0) = $5",
+            )
+            .bind(i64::from(generation))
+            .bind(time_to_sql(Utc::now()))
+            .bind(name)
+            .bind(i64::from(state.generation))
+            .bind(i64::from(stale.unwrap_or(0)))
+            .execute(&mut *tx)
+            .await?;
+            if affected(&claimed) != 1 {
+                tx.rollback().await?;
+                continue;
+            }
+            if let Some(stale) = stale {
+                drop_tables(&mut tx, projection, stale).await?;
+            }
+            drop_tables(&mut tx, projection, generation).await?;
+            projection.create_tables(&mut tx, generation).await?;
+            tx.commit().await?;
+            return Ok((state.generation, generation));
+        }
+    }
+
+    async fn build_and_swap(
+        &self,
+        projection: &dyn Projection,
+        from_generation: u32,
+        generation: u32,
+        started: Instant,
+        progress: &(impl Fn(RebuildProgress) + Send + Sync),
+    ) -> Result<RebuildReport, ProjectionError> {
+        let name = projection.name();
+        let filter = filter_of(projection);
+        let live = self.load_state(name).await?;
+        let mut head = self.refresh_head(projection, live.position, None).await?;
+        let mut position = 0u64;
+        let mut applied = 0u64;
+        let mut last_recorded_at = None;
+        let report = |position: u64, applied: u64, head: u64, done: bool| {
+            let seconds = started.elapsed().as_secs_f64();
+            RebuildProgress {
+                projection: name,
+                generation,
+                events_applied: applied,
+                events_per_second: if seconds > 0.0 {
+                    applied as f64 / seconds
+                } else {
+                    0.0
+                },
+                position,
+                head,
+                remaining: head.saturating_sub(position),
+                done,
+            }
+        };
+        progress(report(position, applied, head, false));
+        loop {
+            let page = self
+                .store
+                .read_all(AllStart::After(position), &filter, self.page_size)
+                .await?;
+            let Some(last) = page.last() else { break };
+            let (last_position, last_at) = (last.position, last.recorded_at);
+            let target = Target::Rebuild { generation };
+            if !self
+                .apply_batch(projection, target, position, &page)
+                .await?
+            {
+                return Err(ProjectionError::RebuildSuperseded {
+                    projection: name.to_string(),
+                    generation,
+                });
+            }
+            position = last_position;
+            applied += page.len() as u64;
+            last_recorded_at = Some(last_at);
+            head = self.note_head(name, position);
+            progress(report(position, applied, head, false));
+        }
+
+        // Caught up with the head: swap in one transaction. Its first statement locks the
+        // projection's row (PostgreSQL) or the database (SQLite), so the live generation cannot
+        // move until the swap commits; the events that arrived since the last read are applied
+        // inside it, so the new generation is never behind the one it replaces.
+        let mut tx = self.read.begin().await?;
+        let locked = sqlx::query(
+            "UPDATE projection_state SET updated_at = $1 \
+             WHERE name = $2 AND generation = $3 AND rebuilding_generation = $4 \
+             AND rebuilding_position = $5",
+        )
+        .bind(time_to_sql(Utc::now()))
+        .bind(name)
+        .bind(i64::from(from_generation))
+        .bind(i64::from(generation))
+        .bind(position_to_sql(position)?)
+        .execute(&mut *tx)
+        .await?;
+        if affected(&locked) != 1 {
+            tx.rollback().await?;
+            return Err(ProjectionError::RebuildSuperseded {
+                projection: name.to_string(),
+                generation,
+            });
+        }
+        loop {
+            let page = self
+                .store
+                .read_all(AllStart::After(position), &filter, self.page_size)
+                .await?;
+            let Some(last) = page.last() else { break };
+            let (last_position, last_at) = (last.position, last.recorded_at);
+            apply_events(&mut tx, projection, generation, &page).await?;
+            position = last_position;
+            applied += page.len() as u64;
+            last_recorded_at = Some(last_at);
+        }
+        sqlx::query(
+            "UPDATE projection_state SET generation = $1, position = $2, last_recorded_at = $3, \
+             rebuilding_generation = NULL, rebuilding_position = NULL, updated_at = $4 \
+             WHERE name = $5",
+        )
+        .bind(i64::from(generation))
+        .bind(position_to_sql(position)?)
+        .bind(last_recorded_at.map(time_to_sql))
+        .bind(time_to_sql(Utc::now()))
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
+        point_views(&mut tx, projection, generation).await?;
+        drop_tables(&mut tx, projection, from_generation).await?;
+        tx.commit().await?;
+
+        let head = self.note_head(name, position);
+        self.publish_lag(name, position, head, last_recorded_at);
+        progress(report(position, applied, head, true));
+        Ok(RebuildReport {
+            projection: name,
+            from_generation,
+            generation,
+            events_applied: applied,
+            position,
+            elapsed: started.elapsed(),
+        })
+    }
+
+    /// Drops the tables of a failed rebuild and clears its state (if it is still this one).
+    async fn abandon_rebuild(
+        &self,
+        projection: &dyn Projection,
+        generation: u32,
+    ) -> Result<(), ProjectionError> {
+        let mut tx = self.read.begin().await?;
+        let cleared = sqlx::query(
+            "UPDATE projection_state SET rebuilding_generation = NULL, \
+             rebuilding_position = NULL, updated_at = $1 \
+             WHERE name = $2 AND rebuilding_generation = $3",
+        )
+        .bind(time_to_sql(Utc::now()))
+        .bind(projection.name())
+        .bind(i64::from(generation))
+        .execute(&mut *tx)
+        .await?;
+        if affected(&cleared) == 1 {
+            drop_tables(&mut tx, projection, generation).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// Applies `events` to the tables of `generation`, naming the event in any error.
+async fn apply_events(
+    tx: &mut Tx<'_>,
+    projection: &dyn Projection,
+    generation: u32,
+    events: &[RecordedEvent],
+) -> Result<(), ProjectionError> {
+    for event in events {
+        projection
+            .apply(tx, generation, event)
+            .await
+            .map_err(|error| match error {
+                error @ ProjectionError::InvalidEvent { .. } => error,
+                error => ProjectionError::Apply {
+                    projection: projection.name().to_string(),
+                    position: event.position,
+                    stream: event.stream_id.clone(),
+                    event_type: event.event_type.clone(),
+                    source: Box::new(error),
+                },
+            })?;
+    }
+    Ok(())
+}
+
+/// Points the views of `projection` at `generation`.
+async fn point_views(
+    tx: &mut Tx<'_>,
+    projection: &dyn Projection,
+    generation: u32,
+) -> Result<(), ProjectionError> {
+    for logical in projection.tables() {
+        sqlx::query(&format!("DROP VIEW IF EXISTS {logical}"))
+            .execute(&mut **tx)
+            .await?;
+        sqlx::query(&format!(
+            "CREATE VIEW {logical} AS SELECT * FROM {}",
+            table(logical, generation)
+        ))
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Drops the tables of `generation` (if they exist).
+async fn drop_tables(
+    tx: &mut Tx<'_>,
+    projection: &dyn Projection,
+    generation: u32,
+) -> Result<(), ProjectionError> {
+    for logical in projection.tables() {
+        sqlx::query(&format!(
+            "DROP TABLE IF EXISTS {}",
+            table(logical, generation)
+        ))
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+fn generation_from_sql(value: i64) -> Result<u32, ProjectionError> {
+    u32::try_from(value).map_err(|_| ProjectionError::Corrupt(format!("generation {value}")))
+}
