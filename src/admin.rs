@@ -330,3 +330,82 @@ async fn process_requeued(services: &Services, ids: &[i64]) -> Result<String> {
     }
     Ok(out)
 }
+
+/// `upline projections status`: each read model's generation, checkpoint and lag.
+pub async fn projections_status(config: &ServeConfig) -> Result<String> {
+    let services = Services::open(config).await?;
+    let result = async {
+        let runner = upline_projections::open_default(
+            services.store.clone(),
+            &config.data_dir,
+            config.read_store.as_deref(),
+        )
+        .await?;
+        let mut out = format!("read store: {}\n", runner.read_store().location());
+        for s in runner.status().await? {
+            let _ = writeln!(
+                out,
+                "{:<16} generation {:>3}  position {:>8}  head {:>8}  lag {:>6} events {:>8.1} s{}",
+                s.name,
+                s.generation,
+                s.position,
+                s.head,
+                s.lag_events,
+                s.lag_seconds,
+                s.rebuilding.map_or(String::new(), |r| format!(
+                    "  (rebuild of generation {} at {})",
+                    r.generation, r.position
+                ))
+            );
+        }
+        runner.read_store().close().await;
+        anyhow::Ok(out)
+    }
+    .await;
+    services.close().await?;
+    result
+}
+
+/// `upline projections rebuild [NAME | --all]`: fresh tables, swapped in once caught up, while
+/// queries keep answering from the old ones. Progress goes to stderr as it happens.
+pub async fn projections_rebuild(config: &ServeConfig, name: Option<&str>) -> Result<String> {
+    let services = Services::open(config).await?;
+    let result = async {
+        let runner = upline_projections::open_default(
+            services.store.clone(),
+            &config.data_dir,
+            config.read_store.as_deref(),
+        )
+        .await?;
+        let reports = runner
+            .rebuild(name, |p| {
+                eprintln!(
+                    "{:<16} generation {}: {} events, {:.0}/s, {} remaining{}",
+                    p.projection,
+                    p.generation,
+                    p.events_applied,
+                    p.events_per_second,
+                    p.remaining,
+                    if p.done { ", swapped in" } else { "" }
+                );
+            })
+            .await?;
+        let mut out = String::new();
+        for r in reports {
+            let _ = writeln!(
+                out,
+                "{}: generation {} -> {}, {} events in {:.2} s",
+                r.projection,
+                r.from_generation,
+                r.generation,
+                r.events_applied,
+                r.elapsed.as_secs_f64()
+            );
+        }
+        runner.read_store().close().await;
+        anyhow::Ok(out)
+    }
+    .await;
+    services.close().await?;
+    result
+}

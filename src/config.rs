@@ -14,6 +14,7 @@ use upline_gateway::GatewayConfig;
 /// listen = "127.0.0.1:8080"        # HTTP: webhooks, /healthz, /readyz, /metrics
 /// log_json = false                 # structured logs as JSON lines
 /// hold_deliveries = false          # maintenance: store deliveries, process them later
+/// read_store = "postgres://user@host/db"   # read models; default {data_dir}/read.sqlite
 /// attribution = ["explicit_ref", "discount_code", "landing_ref", "customer"]
 ///
 /// [gateway]
@@ -22,6 +23,13 @@ use upline_gateway::GatewayConfig;
 /// platform = "shopify"
 /// shop = "acme.myshopify.com"
 /// secrets = ["new-secret", "old-secret"]   # two while a rotation is under way
+///
+/// [grpc]                             # optional: the gRPC command and query API
+/// listen = "127.0.0.1:50051"
+/// [[grpc.tokens]]
+/// name = "ops"
+/// token = "a-long-random-token"
+/// role = "operator"                  # operator: commands and queries; dashboard, auditor: queries
 /// ```
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -36,11 +44,18 @@ pub struct ServeConfig {
     /// server is started without it.
     #[serde(default)]
     pub hold_deliveries: bool,
+    /// The read models' store: a `postgres://` URL, or a SQLite path; default
+    /// `{data_dir}/read.sqlite`.
+    #[serde(default)]
+    pub read_store: Option<String>,
     /// Where an order's distributor is looked for, first match wins.
     #[serde(default = "default_attribution")]
     pub attribution: Vec<AttributionSource>,
     #[serde(default)]
     pub gateway: GatewayConfig,
+    /// The gRPC command and query API; not started without this section (it needs tokens).
+    #[serde(default)]
+    pub grpc: Option<upline_api::ApiConfig>,
 }
 
 fn default_data_dir() -> PathBuf {
@@ -62,8 +77,10 @@ impl Default for ServeConfig {
             listen: default_listen(),
             log_json: false,
             hold_deliveries: false,
+            read_store: None,
             attribution: default_attribution(),
             gateway: GatewayConfig::default(),
+            grpc: None,
         }
     }
 }

@@ -45,6 +45,8 @@ const WOO_SECRET_DECODED: &str = "woo&demo-secret";
 const MAGENTO_SHOP: &str = "magento-demo";
 const API_SHOP: &str = "erp.demo.example";
 const API_TOKEN: &str = "demo-bearer-token-0123456789abcdef";
+/// A read-only gRPC token: the demo reads the ledger, reconciliation and BI as a dashboard would.
+const DASHBOARD_TOKEN: &str = "demo-dashboard-token-0123456789";
 /// Distributors in the sample network.
 const NETWORK_SIZE: u32 = 1_000;
 
@@ -61,6 +63,14 @@ pub async fn run(data_dir: Option<PathBuf>) -> Result<String> {
         data_dir: data_dir.clone(),
         listen: "127.0.0.1:0".parse()?,
         gateway: gateway_config(&magento_key)?,
+        grpc: Some(upline_api::ApiConfig {
+            listen: "127.0.0.1:0".parse()?,
+            tokens: vec![upline_api::TokenConfig {
+                name: "demo-dashboard".into(),
+                token: DASHBOARD_TOKEN.into(),
+                role: upline_api::Role::Dashboard,
+            }],
+        }),
         ..ServeConfig::default()
     };
 
@@ -745,10 +755,143 @@ async fn report(server: &RunningServer, client: &Client, out: &mut String) -> Re
     );
     let still_parked = app.list_parked().await?;
     let _ = writeln!(out, "Still parked: {}", still_parked.len());
-    if double_commissions > 0 || mismatches > 0 || !still_parked.is_empty() {
+    let beneficiaries: std::collections::BTreeSet<String> = posted
+        .keys()
+        .map(|(d, _)| {
+            d.trim_start_matches(streams::DISTRIBUTOR_PREFIX)
+                .to_string()
+        })
+        .collect();
+    let delta_zero = read_side(server, &beneficiaries, out).await?;
+    if double_commissions > 0 || mismatches > 0 || !still_parked.is_empty() || !delta_zero {
         bail!("the demo's checks failed:\n{out}");
     }
     Ok(())
+}
+
+// tonic's interceptor signature returns `Result<_, Status>`; its size is tonic's to choose.
+#[allow(clippy::result_large_err)]
+/// The read side, through the gRPC query API as a dashboard reads it: top ledger balances, the
+/// reconciliation summary and one BI table. Returns whether every commission delta is zero.
+async fn read_side(
+    server: &RunningServer,
+    beneficiaries: &std::collections::BTreeSet<String>,
+    out: &mut String,
+) -> Result<bool> {
+    use upline_api::pb::query_service_client::QueryServiceClient;
+    use upline_api::pb::{GetBalanceRequest, GetReconciliationRequest, ListSalesByDayRequest};
+    let addr = server.grpc_addr.context("the demo starts the gRPC API")?;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+        .connect()
+        .await?;
+    let bearer: tonic::metadata::MetadataValue<_> = format!("Bearer {DASHBOARD_TOKEN}").parse()?;
+    let mut client =
+        QueryServiceClient::with_interceptor(channel, move |mut request: tonic::Request<()>| {
+            request
+                .metadata_mut()
+                .insert("authorization", bearer.clone());
+            Ok(request)
+        });
+    let amount = |m: &Option<upline_api::pb::Money>| {
+        m.as_ref().map_or("0".to_string(), |m| m.amount.clone())
+    };
+
+    let mut balances = Vec::new();
+    for d in beneficiaries {
+        let answer = client
+            .get_balance(GetBalanceRequest {
+                distributor_id: d.clone(),
+                currency: String::new(),
+            })
+            .await?
+            .into_inner();
+        for b in answer.balances {
+            let value: Decimal = amount(&b.balance).parse().unwrap_or_default();
+            balances.push((
+                value,
+                d.clone(),
+                amount(&b.earned),
+                amount(&b.reversed),
+                b.currency,
+            ));
+        }
+    }
+    balances.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    let _ = writeln!(out, "\nTop ledger balances (gRPC QueryService.GetBalance):");
+    let _ = writeln!(out, "  distributor  earned   reversed  balance");
+    for (balance, d, earned, reversed, currency) in balances.iter().take(5) {
+        let _ = writeln!(
+            out,
+            "  {d:<11}  {earned:<7}  {reversed:<8}  {balance} {currency}"
+        );
+    }
+
+    let reconciliation = client
+        .get_reconciliation(GetReconciliationRequest {
+            from_day: "2026-01-01".into(),
+            to_day: "2026-12-31".into(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let _ = writeln!(
+        out,
+        "\nReconciliation 2026 (gRPC QueryService.GetReconciliation):"
+    );
+    let mut delta_zero = true;
+    for t in &reconciliation.totals {
+        let delta = amount(&t.commission_delta);
+        delta_zero &= delta
+            .parse::<Decimal>()
+            .map(|d| d.is_zero())
+            .unwrap_or(false);
+        let _ = writeln!(
+            out,
+            "  {} orders ({} paid, {} refunded, {} cancelled, {} unattributed); net {} {}; expected {}, posted {}, delta {} ({}%)",
+            t.orders,
+            t.orders_paid,
+            t.orders_refunded,
+            t.orders_cancelled,
+            t.orders_unattributed,
+            amount(&t.net),
+            t.currency,
+            amount(&t.commission_expected),
+            amount(&t.commission_posted),
+            delta,
+            if t.commission_delta_percent.is_empty() { "0" } else { &t.commission_delta_percent },
+        );
+    }
+
+    let sales = client
+        .list_sales_by_day(ListSalesByDayRequest {
+            from_day: "2026-01-01".into(),
+            to_day: "2026-12-31".into(),
+            page_size: 20,
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let _ = writeln!(
+        out,
+        "\nSales by day, SKU and class (gRPC QueryService.ListSalesByDay):"
+    );
+    let _ = writeln!(
+        out,
+        "  day         sku              class         qty  net     PV"
+    );
+    for r in &sales.rows {
+        let _ = writeln!(
+            out,
+            "  {}  {:<15}  {:<12}  {:<3}  {:<6}  {}",
+            r.day,
+            r.sku_id,
+            r.commission_class,
+            r.quantity,
+            amount(&r.net),
+            r.pv
+        );
+    }
+    Ok(delta_zero)
 }
 
 async fn last_outcome(

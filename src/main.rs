@@ -46,6 +46,9 @@ enum Command {
         /// Overrides `data_dir` of the configuration.
         #[arg(long, env = "UPLINE_DATA_DIR")]
         data_dir: Option<PathBuf>,
+        /// Overrides `read_store` of the configuration (a `postgres://` URL or a SQLite path).
+        #[arg(long, env = "UPLINE_READ_STORE")]
+        read_store: Option<String>,
         /// Overrides `listen` of the configuration, e.g. 127.0.0.1:8080.
         #[arg(long, env = "UPLINE_LISTEN")]
         listen: Option<std::net::SocketAddr>,
@@ -72,6 +75,11 @@ enum Command {
     Network {
         #[command(subcommand)]
         command: NetworkCommand,
+    },
+    /// The read models: their status, and rebuilding them.
+    Projections {
+        #[command(subcommand)]
+        command: ProjectionsCommand,
     },
     /// Customers: enrol one with a distributor explicitly.
     Customer {
@@ -116,6 +124,26 @@ enum NetworkCommand {
     /// facts are skipped, so importing twice is harmless).
     Import {
         file: PathBuf,
+        #[command(flatten)]
+        data: DataDir,
+    },
+}
+
+#[derive(Subcommand)]
+enum ProjectionsCommand {
+    /// Each read model's generation, checkpoint and lag.
+    Status {
+        #[command(flatten)]
+        data: DataDir,
+    },
+    /// Rebuilds read models into fresh tables and swaps them in once caught up; queries keep
+    /// answering from the old tables meanwhile.
+    Rebuild {
+        /// One of: ledger, reconciliation, bi, hierarchy.
+        name: Option<String>,
+        /// Rebuild every read model.
+        #[arg(long, conflicts_with = "name")]
+        all: bool,
         #[command(flatten)]
         data: DataDir,
     },
@@ -197,6 +225,21 @@ fn run(cli: Cli) -> Result<String> {
         Command::Network {
             command: NetworkCommand::Import { file, data },
         } => runtime()?.block_on(upline::admin::import_network(&data.config(), &file)),
+        Command::Projections {
+            command: ProjectionsCommand::Status { data },
+        } => runtime()?.block_on(upline::admin::projections_status(&data.config())),
+        Command::Projections {
+            command: ProjectionsCommand::Rebuild { name, all, data },
+        } => {
+            anyhow::ensure!(
+                name.is_some() || all,
+                "name the read model to rebuild, or pass --all"
+            );
+            runtime()?.block_on(upline::admin::projections_rebuild(
+                &data.config(),
+                name.as_deref(),
+            ))
+        }
         Command::Customer {
             command:
                 CustomerCommand::Enroll {
@@ -233,6 +276,7 @@ fn run(cli: Cli) -> Result<String> {
         Command::Serve {
             config,
             data_dir,
+            read_store,
             listen,
             log_json,
             hold_deliveries,
@@ -243,6 +287,9 @@ fn run(cli: Cli) -> Result<String> {
             }
             if let Some(addr) = listen {
                 config.listen = addr;
+            }
+            if read_store.is_some() {
+                config.read_store = read_store;
             }
             config.log_json |= log_json;
             config.hold_deliveries |= hold_deliveries;

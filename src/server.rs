@@ -15,6 +15,7 @@ use upline_app::inbox::Inbox;
 use upline_app::worker::Worker;
 use upline_app::{App, AppConfig, CommissionPostings};
 use upline_gateway::Gateway;
+use upline_projections::ProjectionRunner;
 use upline_store::{AllStart, EventStore, SqliteEventStore, StreamFilter};
 
 use crate::config::ServeConfig;
@@ -78,12 +79,27 @@ impl Services {
 /// A server running in this process.
 pub struct RunningServer {
     pub addr: SocketAddr,
+    /// Where the gRPC API listens, when configured.
+    pub grpc_addr: Option<SocketAddr>,
     pub services: Services,
+    /// The read models (ledger, reconciliation, BI, hierarchy), followed live.
+    pub projections: Arc<ProjectionRunner>,
     postings_position: watch::Receiver<u64>,
     shutdown: watch::Sender<bool>,
     gateway: JoinHandle<std::io::Result<()>>,
     worker: JoinHandle<Result<(), upline_app::worker::WorkerError>>,
     postings: JoinHandle<Result<(), upline_app::AppError>>,
+    projector: JoinHandle<Result<(), upline_projections::ProjectionError>>,
+    grpc: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
+}
+
+/// Completes when `rx` turns true (or its sender is gone).
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    while !*rx.borrow() {
+        if rx.changed().await.is_err() {
+            break;
+        }
+    }
 }
 
 /// Opens the data directory and starts every part; returns once the gateway listens and is ready.
@@ -112,6 +128,20 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer> {
         async move { postings.run(rx).await }
     });
 
+    let projections = Arc::new(
+        upline_projections::open_default(
+            services.store.clone(),
+            &config.data_dir,
+            config.read_store.as_deref(),
+        )
+        .await
+        .context("cannot open the read store")?,
+    );
+    let projector = tokio::spawn({
+        let (runner, rx) = (projections.clone(), shutdown_rx.clone());
+        async move { runner.run(rx).await }
+    });
+
     let gateway =
         Gateway::new(config.gateway.clone(), inbox).context("invalid [gateway] configuration")?;
     let ready = gateway.readiness();
@@ -119,27 +149,50 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer> {
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
-    let gateway = tokio::spawn({
-        let mut rx = shutdown_rx.clone();
-        let stop = async move {
-            while !*rx.borrow() {
-                if rx.changed().await.is_err() {
-                    break;
-                }
-            }
-        };
-        upline_gateway::run(listener, gateway, stop)
-    });
+    let gateway = tokio::spawn(upline_gateway::run(
+        listener,
+        gateway,
+        stopped(shutdown_rx.clone()),
+    ));
+
+    let (grpc, grpc_addr) = match &config.grpc {
+        Some(api_config) => {
+            let api = upline_api::Api::new(
+                api_config.clone(),
+                services.app.clone(),
+                services.store.clone(),
+                Some(projections.read_store().clone()),
+            )
+            .context("invalid [grpc] configuration")?;
+            let listener = tokio::net::TcpListener::bind(api.listen())
+                .await
+                .with_context(|| format!("cannot listen for gRPC on {}", api.listen()))?;
+            let grpc_addr = listener.local_addr()?;
+            (
+                Some(tokio::spawn(upline_api::run(
+                    listener,
+                    api,
+                    stopped(shutdown_rx.clone()),
+                ))),
+                Some(grpc_addr),
+            )
+        }
+        None => (None, None),
+    };
     ready.store(true, Ordering::Release);
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "upline is serving");
     Ok(RunningServer {
         addr,
+        grpc_addr,
         services,
+        projections,
         postings_position,
         shutdown,
         gateway,
         worker,
         postings,
+        projector,
+        grpc,
     })
 }
 
@@ -160,6 +213,8 @@ impl RunningServer {
                 .read_all(AllStart::After(posted_to), &orders, 1)
                 .await?;
             if pending == 0 && unposted.is_empty() {
+                // Everything is posted: bring the read models up to date with it.
+                self.projections.catch_up().await?;
                 return Ok(());
             }
             anyhow::ensure!(
@@ -178,6 +233,9 @@ impl RunningServer {
             .await
             .context("gateway task")?
             .context("gateway")?;
+        if let Some(grpc) = self.grpc {
+            grpc.await.context("gRPC task")?.context("gRPC API")?;
+        }
         self.worker
             .await
             .context("worker task")?
@@ -186,6 +244,11 @@ impl RunningServer {
             .await
             .context("postings task")?
             .context("commission postings")?;
+        self.projector
+            .await
+            .context("projections task")?
+            .context("projections")?;
+        self.projections.read_store().close().await;
         self.services.close().await
     }
 }
@@ -194,6 +257,9 @@ impl RunningServer {
 pub async fn serve(config: ServeConfig) -> Result<()> {
     let server = start(config).await?;
     println!("upline listening on http://{}", server.addr);
+    if let Some(addr) = server.grpc_addr {
+        println!("gRPC API on {addr}");
+    }
     shutdown_signal().await;
     tracing::info!("shutting down: finishing work in flight");
     server.stop().await

@@ -106,3 +106,41 @@ fn importing_publishing_and_enrolling_are_idempotent_and_checked() {
     let no_target = upline(&["parked", "retry", "--data-dir", data]);
     assert!(!no_target.status.success());
 }
+
+#[test]
+fn read_models_report_their_status_and_rebuild_into_a_new_generation() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("demo");
+    let data = data.to_str().unwrap();
+    let demo = upline(&["demo", "--data-dir", data]);
+    assert!(demo.status.success(), "{}", text(&demo));
+
+    let status = upline(&["projections", "status", "--data-dir", data]);
+    assert!(status.status.success(), "{}", text(&status));
+    for name in ["ledger", "reconciliation", "bi", "hierarchy"] {
+        assert!(
+            text(&status).contains(name),
+            "{name} missing from:\n{}",
+            text(&status)
+        );
+    }
+    assert!(
+        text(&status).contains("generation   1"),
+        "{}",
+        text(&status)
+    );
+
+    let rebuild = upline(&["projections", "rebuild", "ledger", "--data-dir", data]);
+    assert!(rebuild.status.success(), "{}", text(&rebuild));
+    assert!(
+        text(&rebuild).contains("ledger: generation 1 -> 2"),
+        "{}",
+        text(&rebuild)
+    );
+    let after = upline(&["projections", "status", "--data-dir", data]);
+    assert!(text(&after).contains("generation   2"), "{}", text(&after));
+
+    let unknown = upline(&["projections", "rebuild", "nonsense", "--data-dir", data]);
+    assert!(!unknown.status.success());
+    assert!(text(&unknown).contains("nonsense"), "{}", text(&unknown));
+}

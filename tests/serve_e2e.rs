@@ -194,5 +194,10 @@ fn the_demo_runs_to_the_end_with_no_double_commission() {
         "{out}"
     );
     assert!(out.contains("Still parked: 0"), "{out}");
+    assert!(
+        out.contains("delta 0.00 (0%)"),
+        "reconciliation through gRPC: {out}"
+    );
+    assert!(out.contains("Top ledger balances"), "{out}");
     assert!(out.contains("duplicate"), "{out}");
 }
