@@ -81,7 +81,8 @@ use crate::reconciliation::shared::{
     self, add, day_of, e6_rounded, month_of, Aggregate, Contributions, Key,
 };
 use crate::sql::{
-    from_e6, position_from_sql, position_to_sql, table, time_from_sql, time_to_sql, to_e6, Tx,
+    day_from_sql, day_to_sql, e6_column, execute_all, position_to_sql, table, time_from_sql,
+    time_to_sql, to_e6, u64_column, Tx,
 };
 use crate::store::ReadStore;
 
@@ -570,10 +571,7 @@ impl Projection for BiProjection {
                 )"
             ),
         ];
-        for statement in statements {
-            sqlx::query(&statement).execute(&mut **tx).await?;
-        }
-        Ok(())
+        execute_all(tx, &statements).await
     }
 
     async fn apply(
@@ -1067,25 +1065,8 @@ pub struct BiQuery {
     read: ReadStore,
 }
 
-fn day_text(day: NaiveDate) -> String {
-    day.format("%Y-%m-%d").to_string()
-}
-
 fn month_text(day: NaiveDate) -> String {
     day.format("%Y-%m").to_string()
-}
-
-fn day_from_sql(text: &str) -> Result<NaiveDate, ProjectionError> {
-    NaiveDate::parse_from_str(text, "%Y-%m-%d")
-        .map_err(|e| ProjectionError::Corrupt(format!("day {text:?}: {e}")))
-}
-
-fn count(row: &AnyRow, column: &str) -> Result<u64, ProjectionError> {
-    position_from_sql(row.try_get(column)?)
-}
-
-fn amount(row: &AnyRow, column: &str) -> Result<Decimal, ProjectionError> {
-    Ok(from_e6(row.try_get(column)?))
 }
 
 fn time(row: &AnyRow, column: &str) -> Result<Option<DateTime<Utc>>, ProjectionError> {
@@ -1147,8 +1128,8 @@ impl BiQuery {
              ORDER BY day, platform, currency, sku_id, category, commission_class LIMIT $10"
         );
         let mut query = sqlx::query(&sql)
-            .bind(day_text(day_from))
-            .bind(day_text(day_to))
+            .bind(day_to_sql(day_from))
+            .bind(day_to_sql(day_to))
             .bind(platform.unwrap_or(""));
         for k in &after {
             query = query.bind(text_of(k));
@@ -1167,17 +1148,17 @@ impl BiQuery {
                     sku_id: r.try_get("sku_id")?,
                     category: r.try_get("category")?,
                     commission_class: r.try_get("commission_class")?,
-                    orders: count(r, "orders")?,
-                    lines: count(r, "lines")?,
-                    quantity: amount(r, "quantity_e6")?,
-                    net: amount(r, "net_e6")?,
-                    pv: amount(r, "pv_e6")?,
+                    orders: u64_column(r, "orders")?,
+                    lines: u64_column(r, "lines")?,
+                    quantity: e6_column(r, "quantity_e6")?,
+                    net: e6_column(r, "net_e6")?,
+                    pv: e6_column(r, "pv_e6")?,
                 })
             })
             .collect::<Result<Vec<_>, ProjectionError>>()?;
         Ok(page(rows, limit, |r| {
             vec![
-                Key::Text(day_text(r.day)),
+                Key::Text(day_to_sql(r.day)),
                 Key::Text(r.platform.clone()),
                 Key::Text(r.currency.clone()),
                 Key::Text(r.sku_id.clone()),
@@ -1224,12 +1205,12 @@ impl BiQuery {
                     month: r.try_get("month")?,
                     distributor_id: r.try_get("distributor_id")?,
                     currency: r.try_get("currency")?,
-                    orders: count(r, "orders")?,
-                    orders_paid: count(r, "orders_paid")?,
-                    personal_volume: amount(r, "personal_volume_e6")?,
-                    group_volume: amount(r, "group_volume_e6")?,
-                    group_orders: count(r, "group_orders")?,
-                    commissions: amount(r, "commissions_e6")?,
+                    orders: u64_column(r, "orders")?,
+                    orders_paid: u64_column(r, "orders_paid")?,
+                    personal_volume: e6_column(r, "personal_volume_e6")?,
+                    group_volume: e6_column(r, "group_volume_e6")?,
+                    group_orders: u64_column(r, "group_orders")?,
+                    commissions: e6_column(r, "commissions_e6")?,
                 })
             })
             .collect::<Result<Vec<_>, ProjectionError>>()?;
@@ -1279,10 +1260,10 @@ impl BiQuery {
                     level: u32::try_from(level)
                         .map_err(|_| ProjectionError::Corrupt(format!("level {level}")))?,
                     commission_class: r.try_get("commission_class")?,
-                    lines: count(r, "lines")?,
-                    beneficiaries: count(r, "beneficiaries")?,
-                    base: amount(r, "base_e6")?,
-                    amount: amount(r, "amount_e6")?,
+                    lines: u64_column(r, "lines")?,
+                    beneficiaries: u64_column(r, "beneficiaries")?,
+                    base: e6_column(r, "base_e6")?,
+                    amount: e6_column(r, "amount_e6")?,
                 })
             })
             .collect::<Result<Vec<_>, ProjectionError>>()?;
@@ -1317,8 +1298,8 @@ impl BiQuery {
             ORDER_COLUMNS.join(", ")
         );
         let rows = sqlx::query(&sql)
-            .bind(day_text(day_from))
-            .bind(day_text(day_to))
+            .bind(day_to_sql(day_from))
+            .bind(day_to_sql(day_to))
             .bind(filter.platform.clone().unwrap_or_default())
             .bind(filter.distributor_id.clone().unwrap_or_default())
             .bind(filter.status.clone().unwrap_or_default())
@@ -1330,7 +1311,7 @@ impl BiQuery {
         let rows = rows.iter().map(order_of).collect::<Result<Vec<_>, _>>()?;
         Ok(page(rows, limit, |r| {
             vec![
-                Key::Text(day_text(r.day)),
+                Key::Text(day_to_sql(r.day)),
                 Key::Text(r.order_stream.clone()),
             ]
         }))
@@ -1364,16 +1345,16 @@ fn order_of(r: &AnyRow) -> Result<OrderRow, ProjectionError> {
         parked: r.try_get::<i64, _>("parked")? != 0,
         paid_at: time(r, "paid_at")?,
         cancelled_at: time(r, "cancelled_at")?,
-        refunds: count(r, "refunds")?,
-        gross: amount(r, "gross_e6")?,
-        discounts: amount(r, "discounts_e6")?,
-        net: amount(r, "net_e6")?,
-        tax: amount(r, "tax_e6")?,
-        shipping: amount(r, "shipping_e6")?,
-        declared_total: amount(r, "declared_total_e6")?,
-        net_kept: amount(r, "net_kept_e6")?,
-        pv: amount(r, "pv_e6")?,
-        commissionable_base: amount(r, "commissionable_base_e6")?,
-        commissions: amount(r, "commissions_e6")?,
+        refunds: u64_column(r, "refunds")?,
+        gross: e6_column(r, "gross_e6")?,
+        discounts: e6_column(r, "discounts_e6")?,
+        net: e6_column(r, "net_e6")?,
+        tax: e6_column(r, "tax_e6")?,
+        shipping: e6_column(r, "shipping_e6")?,
+        declared_total: e6_column(r, "declared_total_e6")?,
+        net_kept: e6_column(r, "net_kept_e6")?,
+        pv: e6_column(r, "pv_e6")?,
+        commissionable_base: e6_column(r, "commissionable_base_e6")?,
+        commissions: e6_column(r, "commissions_e6")?,
     })
 }

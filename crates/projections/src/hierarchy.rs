@@ -133,10 +133,7 @@ impl Projection for HierarchyProjection {
             ),
             format!("CREATE INDEX {paths}_up ON {paths} (descendant_id, hops)"),
         ];
-        for statement in statements {
-            sqlx::query(&statement).execute(&mut **tx).await?;
-        }
-        Ok(())
+        crate::sql::execute_all(tx, &statements).await
     }
 
     async fn apply(

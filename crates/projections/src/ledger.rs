@@ -135,10 +135,7 @@ impl Projection for LedgerProjection {
             ),
             format!("CREATE INDEX {balances}_balance ON {balances} (balance_e6)"),
         ];
-        for statement in statements {
-            sqlx::query(&statement).execute(&mut **tx).await?;
-        }
-        Ok(())
+        crate::sql::execute_all(tx, &statements).await
     }
 
     async fn apply(

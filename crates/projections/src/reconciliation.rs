@@ -104,7 +104,9 @@ use upline_store::RecordedEvent;
 
 use crate::error::ProjectionError;
 use crate::projection::Projection;
-use crate::sql::{from_e6, position_from_sql, position_to_sql, table, to_e6, Tx};
+use crate::sql::{
+    day_from_sql, day_to_sql, e6_column, execute_all, position_to_sql, table, to_e6, u64_column, Tx,
+};
 use crate::store::ReadStore;
 
 /// The projection's name (checkpoint key, `upline projections rebuild reconciliation`).
@@ -771,10 +773,7 @@ impl Projection for ReconciliationProjection {
                 )"
             ),
         ];
-        for statement in statements {
-            sqlx::query(&statement).execute(&mut **tx).await?;
-        }
-        Ok(())
+        execute_all(tx, &statements).await
     }
 
     async fn apply(
@@ -1241,23 +1240,6 @@ pub struct ReconciliationQuery {
     read: ReadStore,
 }
 
-fn day_text(day: NaiveDate) -> String {
-    day.format("%Y-%m-%d").to_string()
-}
-
-fn day_from_sql(text: &str) -> Result<NaiveDate, ProjectionError> {
-    NaiveDate::parse_from_str(text, "%Y-%m-%d")
-        .map_err(|e| ProjectionError::Corrupt(format!("day {text:?}: {e}")))
-}
-
-fn count(row: &AnyRow, column: &str) -> Result<u64, ProjectionError> {
-    position_from_sql(row.try_get(column)?)
-}
-
-fn amount(row: &AnyRow, column: &str) -> Result<Decimal, ProjectionError> {
-    Ok(from_e6(row.try_get(column)?))
-}
-
 /// posted − expected, and that in percent of expected.
 fn delta_pct(expected: Decimal, posted: Decimal) -> (Decimal, Option<Decimal>) {
     let delta = posted - expected;
@@ -1281,41 +1263,41 @@ fn reconciliation_row(
         Some(day) => day,
         None => day_from_sql(&row.try_get::<String, _>("day")?)?,
     };
-    let expected = amount(row, "commission_expected_e6")?;
-    let posted = amount(row, "commission_posted_e6")?;
+    let expected = e6_column(row, "commission_expected_e6")?;
+    let posted = e6_column(row, "commission_posted_e6")?;
     let (commission_delta, commission_delta_pct) = delta_pct(expected, posted);
-    let declared_total = amount(row, "declared_total_e6")?;
-    let lines_total = amount(row, "lines_total_e6")?;
+    let declared_total = e6_column(row, "declared_total_e6")?;
+    let lines_total = e6_column(row, "lines_total_e6")?;
     Ok(ReconciliationRow {
         day,
         platform: row.try_get("platform")?,
         shop: row.try_get("shop")?,
         currency: row.try_get("currency")?,
-        orders: count(row, "orders")?,
-        orders_received: count(row, "orders_received")?,
-        orders_paid: count(row, "orders_paid")?,
-        orders_refunded: count(row, "orders_refunded")?,
-        orders_cancelled: count(row, "orders_cancelled")?,
-        orders_parked: count(row, "orders_parked")?,
-        orders_unattributed: count(row, "orders_unattributed")?,
-        gross: amount(row, "gross_e6")?,
-        discounts: amount(row, "discounts_e6")?,
-        net: amount(row, "net_e6")?,
-        tax: amount(row, "tax_e6")?,
-        shipping: amount(row, "shipping_e6")?,
+        orders: u64_column(row, "orders")?,
+        orders_received: u64_column(row, "orders_received")?,
+        orders_paid: u64_column(row, "orders_paid")?,
+        orders_refunded: u64_column(row, "orders_refunded")?,
+        orders_cancelled: u64_column(row, "orders_cancelled")?,
+        orders_parked: u64_column(row, "orders_parked")?,
+        orders_unattributed: u64_column(row, "orders_unattributed")?,
+        gross: e6_column(row, "gross_e6")?,
+        discounts: e6_column(row, "discounts_e6")?,
+        net: e6_column(row, "net_e6")?,
+        tax: e6_column(row, "tax_e6")?,
+        shipping: e6_column(row, "shipping_e6")?,
         declared_total,
         lines_total,
-        commissionable_base: amount(row, "commissionable_base_e6")?,
-        commission_earned: amount(row, "commission_earned_e6")?,
-        commission_reversed: amount(row, "commission_reversed_e6")?,
+        commissionable_base: e6_column(row, "commissionable_base_e6")?,
+        commission_earned: e6_column(row, "commission_earned_e6")?,
+        commission_reversed: e6_column(row, "commission_reversed_e6")?,
         commission_posted: posted,
-        commission_recorded: amount(row, "commission_recorded_e6")?,
+        commission_recorded: e6_column(row, "commission_recorded_e6")?,
         commission_expected: expected,
         commission_delta,
         commission_delta_pct,
         declared_delta: declared_total - lines_total,
-        orders_commission_differing: count(row, "orders_commission_differing")?,
-        orders_total_differing: count(row, "orders_total_differing")?,
+        orders_commission_differing: u64_column(row, "orders_commission_differing")?,
+        orders_total_differing: u64_column(row, "orders_total_differing")?,
     })
 }
 
@@ -1328,9 +1310,9 @@ fn difference_of(row: &AnyRow) -> Result<Difference, ProjectionError> {
         platform: row.try_get("platform")?,
         shop: row.try_get("shop")?,
         currency: row.try_get("currency")?,
-        expected: amount(row, "expected_e6")?,
-        actual: amount(row, "actual_e6")?,
-        delta: amount(row, "delta_e6")?,
+        expected: e6_column(row, "expected_e6")?,
+        actual: e6_column(row, "actual_e6")?,
+        delta: e6_column(row, "delta_e6")?,
         note: row.try_get("note")?,
     })
 }
@@ -1359,8 +1341,8 @@ impl ReconciliationQuery {
              ORDER BY day, platform, shop, currency"
         );
         let rows = sqlx::query(&sql)
-            .bind(day_text(day_from))
-            .bind(day_text(day_to))
+            .bind(day_to_sql(day_from))
+            .bind(day_to_sql(day_to))
             .bind(platform.unwrap_or(""))
             .bind(shop.unwrap_or(""))
             .fetch_all(self.read.pool())
@@ -1387,8 +1369,8 @@ impl ReconciliationQuery {
              GROUP BY currency ORDER BY currency"
         );
         let rows = sqlx::query(&sql)
-            .bind(day_text(day_from))
-            .bind(day_text(day_to))
+            .bind(day_to_sql(day_from))
+            .bind(day_to_sql(day_to))
             .bind(platform.unwrap_or(""))
             .bind(shop.unwrap_or(""))
             .fetch_all(self.read.pool())
@@ -1422,8 +1404,8 @@ impl ReconciliationQuery {
              ORDER BY order_stream, kind, subject LIMIT $8"
         );
         let rows = sqlx::query(&sql)
-            .bind(day_text(day_from))
-            .bind(day_text(day_to))
+            .bind(day_to_sql(day_from))
+            .bind(day_to_sql(day_to))
             .bind(platform.unwrap_or(""))
             .bind(shop.unwrap_or(""))
             .bind(text(&after[0]))
@@ -1494,23 +1476,23 @@ impl ReconciliationQuery {
             distributor_id: row.try_get("distributor_id")?,
             received: flag("received")?,
             paid: flag("paid")?,
-            refunds: count(&row, "refunds")?,
+            refunds: u64_column(&row, "refunds")?,
             cancelled: flag("cancelled")?,
             parked: flag("parked")?,
-            gross: amount(&row, "gross_e6")?,
-            discounts: amount(&row, "discounts_e6")?,
-            net: amount(&row, "net_e6")?,
-            tax: amount(&row, "tax_e6")?,
-            shipping: amount(&row, "shipping_e6")?,
-            declared_total: amount(&row, "declared_total_e6")?,
-            lines_total: amount(&row, "lines_total_e6")?,
-            commissionable_base: amount(&row, "commissionable_base_e6")?,
-            commission_earned: amount(&row, "commission_earned_e6")?,
-            commission_reversed: amount(&row, "commission_reversed_e6")?,
-            commission_posted: amount(&row, "commission_posted_e6")?,
-            commission_recorded: amount(&row, "commission_recorded_e6")?,
-            commission_expected: amount(&row, "commission_expected_e6")?,
-            differences: count(&row, "differences")?,
+            gross: e6_column(&row, "gross_e6")?,
+            discounts: e6_column(&row, "discounts_e6")?,
+            net: e6_column(&row, "net_e6")?,
+            tax: e6_column(&row, "tax_e6")?,
+            shipping: e6_column(&row, "shipping_e6")?,
+            declared_total: e6_column(&row, "declared_total_e6")?,
+            lines_total: e6_column(&row, "lines_total_e6")?,
+            commissionable_base: e6_column(&row, "commissionable_base_e6")?,
+            commission_earned: e6_column(&row, "commission_earned_e6")?,
+            commission_reversed: e6_column(&row, "commission_reversed_e6")?,
+            commission_posted: e6_column(&row, "commission_posted_e6")?,
+            commission_recorded: e6_column(&row, "commission_recorded_e6")?,
+            commission_expected: e6_column(&row, "commission_expected_e6")?,
+            differences: u64_column(&row, "differences")?,
         }))
     }
 }

@@ -16,9 +16,11 @@
 //!   back to `BIGINT` (`CAST(SUM(x) AS BIGINT)`), since PostgreSQL's `SUM(bigint)` is `NUMERIC`,
 //!   which `sqlx::Any` cannot decode.
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;
+use sqlx::any::AnyRow;
+use sqlx::Row;
 
 use crate::error::ProjectionError;
 
@@ -97,6 +99,34 @@ pub fn is_identifier(name: &str) -> bool {
     matches!(chars.next(), Some('a'..='z'))
         && chars.all(|c| matches!(c, 'a'..='z' | '0'..='9' | '_'))
         && name.len() <= 48
+}
+
+/// Runs a projection's DDL statements in order, inside its transaction (`create_tables`).
+pub async fn execute_all(tx: &mut Tx<'_>, statements: &[String]) -> Result<(), ProjectionError> {
+    for statement in statements {
+        sqlx::query(statement).execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+/// A UTC day as stored: `YYYY-MM-DD`, so days sort as text.
+pub fn day_to_sql(day: NaiveDate) -> String {
+    day.format("%Y-%m-%d").to_string()
+}
+
+pub fn day_from_sql(text: &str) -> Result<NaiveDate, ProjectionError> {
+    NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .map_err(|e| ProjectionError::Corrupt(format!("day {text:?}: {e}")))
+}
+
+/// A non-negative BIGINT column (a count or a position).
+pub fn u64_column(row: &AnyRow, column: &str) -> Result<u64, ProjectionError> {
+    position_from_sql(row.try_get(column)?)
+}
+
+/// An `_e6` column as the exact decimal it holds.
+pub fn e6_column(row: &AnyRow, column: &str) -> Result<Decimal, ProjectionError> {
+    Ok(from_e6(row.try_get(column)?))
 }
 
 #[cfg(test)]
