@@ -179,6 +179,7 @@ fn main() {
         shipping: Decimal::new(499, 2),
         tax: Decimal::ZERO,
         declared_total: Decimal::ZERO,
+        test: false,
     };
     let mut placed = OrderState::default();
     for e in decide(

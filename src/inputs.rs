@@ -102,6 +102,7 @@ impl OrderFile {
             shipping: self.shipping,
             tax: self.tax,
             declared_total: self.declared_total,
+            test: false,
         })
     }
 }

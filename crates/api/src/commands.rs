@@ -270,6 +270,7 @@ impl CommandService for Commands {
                             lines.push(RefundLine {
                                 line_id: id(&format!("lines[{i}].line_id"), &line.line_id)?,
                                 quantity,
+                                stated_net: None,
                             });
                         }
                         RefundScope::Lines(lines)
@@ -436,6 +437,7 @@ impl Inner {
                 shipping: order.shipping,
                 tax: order.tax,
                 declared_total: order.declared_total,
+                test: false,
             }));
         }
         for fact in &update.facts {
@@ -509,6 +511,7 @@ fn remaining_lines(state: &OrderState) -> Result<Vec<RefundLine>, Status> {
             lines.push(RefundLine {
                 line_id: line.line_id.clone(),
                 quantity: left,
+                stated_net: None,
             });
         }
     }

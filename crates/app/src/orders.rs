@@ -279,6 +279,7 @@ impl App {
                 shipping: order.shipping,
                 tax: order.tax,
                 declared_total: order.declared_total,
+                test: false,
             }));
         }
         for fact in &update.facts {

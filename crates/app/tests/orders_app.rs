@@ -138,6 +138,7 @@ fn refund(id: &str, quantity: Decimal) -> OrderFact {
         scope: RefundScope::Lines(vec![RefundLine {
             line_id: LineId::new("1").unwrap(),
             quantity,
+            stated_net: None,
         }]),
     })
 }

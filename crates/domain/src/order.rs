@@ -67,6 +67,10 @@ pub struct OrderDetails {
     /// The platform's grand total, kept for reconciliation against the normalised lines.
     #[serde(with = "crate::money::decimal", default)]
     pub declared_total: Decimal,
+    /// The platform marked it a test order (Shopify `"test": true`): recorded and reconciled,
+    /// earning nothing unless the context says test orders earn (`test_orders_earn`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub test: bool,
 }
 
 /// A line refunded by quantity.
@@ -75,6 +79,14 @@ pub struct RefundLine {
     pub line_id: LineId,
     #[serde(with = "crate::money::decimal")]
     pub quantity: Decimal,
+    /// The net amount (after discounts, without tax) the platform states it refunded for these
+    /// units, where its payload says so; `None` allocates by quantity (see `remaining_lines`).
+    #[serde(
+        with = "crate::money::opt_decimal",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub stated_net: Option<Decimal>,
 }
 
 /// What a refund gave back.
@@ -202,6 +214,11 @@ pub trait CalculationContext {
         at: DateTime<Utc>,
         request: &SnapshotRequest,
     ) -> Result<HierarchySnapshot, String>;
+    /// Whether test orders of this order's shop earn commissions (a shop's configuration,
+    /// `test_orders = "earn"`); they do not by default.
+    fn test_orders_earn(&self, _key: &OrderKey) -> bool {
+        false
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -551,6 +568,10 @@ fn commission_events(
         // Unattributed: recorded, earns nothing, shows in reconciliation.
         return Ok(Vec::new());
     };
+    if details.test && state.calculation.is_none() && !context.test_orders_earn(&details.key) {
+        // A test order: recorded and reconciled like any other, but nobody earns on it.
+        return Ok(Vec::new());
+    }
     match &state.calculation {
         Some(inputs) => {
             let outcome = calculate_remaining(inputs, state)?;

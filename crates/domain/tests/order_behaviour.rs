@@ -39,6 +39,7 @@ fn refund(id: &str, lines: &[(&str, Decimal)]) -> Refund {
                 .map(|(l, q)| RefundLine {
                     line_id: LineId::new(l).unwrap(),
                     quantity: *q,
+                    stated_net: None,
                 })
                 .collect(),
         ),

@@ -91,6 +91,7 @@ fn full_refund_in_parts(lines: &[OrderLine], cuts: &[u32]) -> Vec<Refund> {
                 scope: RefundScope::Lines(vec![RefundLine {
                     line_id: l.line_id.clone(),
                     quantity: part,
+                    stated_net: None,
                 }]),
             });
         }
@@ -145,7 +146,7 @@ proptest! {
         let line_refund = Refund {
             refund_id: RefundId::new("r-line").unwrap(),
             refunded_at: t(20),
-            scope: RefundScope::Lines(vec![RefundLine { line_id: first.line_id.clone(), quantity: Decimal::ONE }]),
+            scope: RefundScope::Lines(vec![RefundLine { line_id: first.line_id.clone(), quantity: Decimal::ONE, stated_net: None }]),
         };
         let mut facts = vec![
             placed(lines.clone(), discount),

@@ -328,6 +328,7 @@ fn facts(
                         .map(|l| RefundLine {
                             line_id: l.line_id.clone(),
                             quantity: l.quantity,
+                            stated_net: None,
                         })
                         .collect(),
                 ),

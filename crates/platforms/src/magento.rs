@@ -581,6 +581,7 @@ fn memo_update(
                 item.order_item_id.as_str(),
             )?,
             quantity,
+            stated_net: None,
         });
     }
     Ok(Interpretation::Order(OrderUpdate {

@@ -232,6 +232,7 @@ fn refund_fact(prefix: &str, refund: &RefundBody) -> Result<OrderFact, PayloadEr
         lines.push(RefundLine {
             line_id: common::line_id(&format!("{path}.line_item_id"), rl.line_item_id.as_str())?,
             quantity,
+            stated_net: None,
         });
     }
     Ok(OrderFact::Refunded(Refund {

@@ -53,6 +53,7 @@ fn commands(update: &OrderUpdate) -> Vec<OrderCommand> {
             shipping: order.shipping,
             tax: order.tax,
             declared_total: order.declared_total,
+            test: false,
         }));
     }
     for fact in &update.facts {

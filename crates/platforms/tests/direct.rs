@@ -150,11 +150,13 @@ fn statuses_become_facts() {
                 scope: RefundScope::Lines(vec![
                     RefundLine {
                         line_id: LineId::new("a").unwrap(),
-                        quantity: dec!(2)
+                        quantity: dec!(2),
+                        stated_net: None,
                     },
                     RefundLine {
                         line_id: LineId::new("2").unwrap(),
-                        quantity: dec!(1)
+                        quantity: dec!(1),
+                        stated_net: None,
                     },
                 ])
             })

@@ -277,10 +277,12 @@ fn credit_memos_refund_the_counted_lines() {
             RefundLine {
                 line_id: LineId::new("10").unwrap(),
                 quantity: dec!(1),
+                stated_net: None,
             },
             RefundLine {
                 line_id: LineId::new("21").unwrap(),
                 quantity: dec!(1),
+                stated_net: None,
             },
         ]),
     })];

@@ -207,23 +207,28 @@ fn documentation_refund_sample_is_a_line_refund_without_order_content() {
             scope: RefundScope::Lines(vec![
                 RefundLine {
                     line_id: LineId::new("487817672276298560").unwrap(),
-                    quantity: dec!(1)
+                    quantity: dec!(1),
+                    stated_net: None,
                 },
                 RefundLine {
                     line_id: LineId::new("789012345678901200").unwrap(),
-                    quantity: dec!(1)
+                    quantity: dec!(1),
+                    stated_net: None,
                 },
                 RefundLine {
                     line_id: LineId::new("890123456789012400").unwrap(),
-                    quantity: dec!(1)
+                    quantity: dec!(1),
+                    stated_net: None,
                 },
                 RefundLine {
                     line_id: LineId::new("976318377106520300").unwrap(),
-                    quantity: dec!(1)
+                    quantity: dec!(1),
+                    stated_net: None,
                 },
                 RefundLine {
                     line_id: LineId::new("315789986012684400").unwrap(),
-                    quantity: dec!(1)
+                    quantity: dec!(1),
+                    stated_net: None,
                 },
             ])
         })]
@@ -257,10 +262,12 @@ fn sdk_refund_fixture_and_the_same_refund_embedded_in_the_order_are_the_same_fac
             RefundLine {
                 line_id: LineId::new("703073504").unwrap(),
                 quantity: dec!(1),
+                stated_net: None,
             },
             RefundLine {
                 line_id: LineId::new("466157049").unwrap(),
                 quantity: dec!(1),
+                stated_net: None,
             },
         ]),
     });
@@ -305,7 +312,8 @@ fn zero_quantity_refund_lines_are_left_out() {
         r.scope,
         RefundScope::Lines(vec![RefundLine {
             line_id: LineId::new("466157049").unwrap(),
-            quantity: dec!(1)
+            quantity: dec!(1),
+            stated_net: None,
         }])
     );
 }

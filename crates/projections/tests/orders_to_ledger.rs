@@ -138,6 +138,7 @@ async fn orders_paid_refunded_and_cancelled_are_booked_exactly() {
         scope: RefundScope::Lines(vec![RefundLine {
             line_id: LineId::new("1").unwrap(),
             quantity: dec!(1),
+            stated_net: None,
         }]),
     });
     app.handle_update(&fact("1001", refund), &cmd(), "test")

@@ -150,6 +150,7 @@ pub fn refund(id: &str, quantity: Decimal) -> OrderFact {
         scope: RefundScope::Lines(vec![RefundLine {
             line_id: LineId::new("1").unwrap(),
             quantity,
+            stated_net: None,
         }]),
     })
 }

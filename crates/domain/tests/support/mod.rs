@@ -208,5 +208,6 @@ pub fn order_details() -> OrderDetails {
         shipping: dec!(5.00),
         tax: dec!(12.00),
         declared_total: dec!(216.00),
+        test: false,
     }
 }
