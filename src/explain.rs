@@ -6,7 +6,10 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use upline_domain::company::Company;
 use upline_domain::engine::{CommissionOutcome, Decision};
-use upline_domain::order::{self, CalculationInputs, OrderCommand, OrderEvent, OrderState};
+use upline_domain::money::Currency;
+use upline_domain::order::{
+    self, CalculationInputs, OrderCommand, OrderEvent, OrderState, Refund, RefundScope,
+};
 use upline_domain::plan::CommissionPlan;
 
 use crate::inputs::{read_json, NetworkFile, OrderFile};
@@ -173,13 +176,13 @@ fn render(order_file: &OrderFile, run: &Explained) -> String {
             net.line_id.to_string(),
             net.platform_sku.clone(),
             cl.commission_class.to_string(),
-            net.quantity.to_string(),
-            net.subtotal.to_string(),
-            net.line_discount.to_string(),
-            net.order_discount_share.to_string(),
-            net.included_tax.to_string(),
-            net.net.to_string(),
-            cl.base.to_string(),
+            net.quantity.normalize().to_string(),
+            money(cur, net.subtotal),
+            money(cur, net.line_discount),
+            money(cur, net.order_discount_share),
+            money(cur, net.included_tax),
+            money(cur, net.net),
+            money(cur, cl.base),
         ]);
     }
     write_table(w, &table);
@@ -204,20 +207,25 @@ fn render(order_file: &OrderFile, run: &Explained) -> String {
             w,
             "\nCancelled after payment: every beneficiary nets to zero."
         );
-        write_adjustments(w, &run.events);
+        write_adjustments(w, cur, &run.events);
         return out;
     };
     if !state.refunds.is_empty() {
-        let _ = writeln!(
-            w,
-            "\nAfter {} refund(s), bases are scaled to what was kept.",
-            state.refunds.len()
-        );
+        let _ = writeln!(w, "\nRefunds (the lines keep what was not refunded):");
+        for refund in state.refunds.values() {
+            let _ = writeln!(w, "  {}", describe_refund(cur, refund));
+        }
     }
+    let ratio = inputs.plan.max_payout_ratio;
+    let base = outcome.commissionable_base;
     let _ = writeln!(
         w,
-        "\nCommissionable base {} {cur}; cap {} x base = {} {cur}",
-        outcome.commissionable_base, inputs.plan.max_payout_ratio, outcome.cap
+        "\nCommissionable base {} {cur}; cap = max_payout_ratio x base, rounded down: {} x {} = {} -> {} {cur}",
+        money(cur, base),
+        ratio.normalize(),
+        money(cur, base),
+        (ratio * base).normalize(),
+        money(cur, outcome.cap)
     );
 
     let _ = writeln!(
@@ -244,9 +252,9 @@ fn render(order_file: &OrderFile, run: &Explained) -> String {
                 l.beneficiary.to_string(),
                 l.line_id.to_string(),
                 l.commission_class.to_string(),
-                l.base.to_string(),
-                l.rate.to_string(),
-                l.amount.to_string(),
+                money(cur, l.base),
+                l.rate.normalize().to_string(),
+                money(cur, l.amount),
             ]);
         }
         let cut = if cur.round(p.unrounded) != p.amount {
@@ -261,14 +269,19 @@ fn render(order_file: &OrderFile, run: &Explained) -> String {
             String::new(),
             String::new(),
             "sum".into(),
-            format!("{} -> {} {cur}{cut}", p.unrounded, p.amount),
+            format!(
+                "{} -> {} {cur}{cut}",
+                p.unrounded.normalize(),
+                money(cur, p.amount)
+            ),
         ]);
     }
     write_table(w, &table);
     let _ = writeln!(
         w,
         "Total {} {cur} of cap {} {cur}",
-        outcome.total, outcome.cap
+        money(cur, outcome.total),
+        money(cur, outcome.cap)
     );
 
     let _ = writeln!(w, "\nTrace (every upline member considered)");
@@ -287,18 +300,48 @@ fn render(order_file: &OrderFile, run: &Explained) -> String {
             s.status.as_str().to_string(),
             s.rank.to_string(),
             s.level.map_or("-".into(), |l| l.to_string()),
-            describe(&s.decision),
+            describe(&s.decision, &s.rank, &inputs.plan),
         ]);
     }
     write_table(w, &table);
     if inputs.snapshot.reached_top {
         let _ = writeln!(w, "The walk reached the top of the network.");
     }
-    write_adjustments(w, &run.events);
+    write_adjustments(w, cur, &run.events);
     out
 }
 
-fn write_adjustments(w: &mut String, events: &[OrderEvent]) {
+/// An amount in the currency's scale, for people (`--format json` has the exact values).
+fn money(currency: Currency, amount: rust_decimal::Decimal) -> String {
+    let mut shown = currency.round(amount);
+    shown.rescale(u32::from(currency.minor_unit()));
+    shown.to_string()
+}
+
+/// `refund r1: 1 x line 2, 2 x line 3 (stated net 3.00)` or `refund r2: 10.00 of the net`.
+fn describe_refund(currency: Currency, refund: &Refund) -> String {
+    let what = match &refund.scope {
+        RefundScope::Lines(lines) => lines
+            .iter()
+            .map(|l| {
+                let stated = l
+                    .stated_net
+                    .map(|a| format!(" (stated net {})", money(currency, a)))
+                    .unwrap_or_default();
+                format!("{} x line {}{stated}", l.quantity.normalize(), l.line_id)
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
+        RefundScope::NetAmount(amount) => format!("{} of the net", money(currency, *amount)),
+    };
+    format!(
+        "refund {}: {what} at {}",
+        refund.refund_id,
+        utc(refund.refunded_at)
+    )
+}
+
+fn write_adjustments(w: &mut String, cur: Currency, events: &[OrderEvent]) {
     for e in events {
         if let OrderEvent::CommissionRecalculated {
             cause, adjustments, ..
@@ -309,9 +352,9 @@ fn write_adjustments(w: &mut String, events: &[OrderEvent]) {
             for a in adjustments {
                 table.push(vec![
                     a.beneficiary.to_string(),
-                    a.held.to_string(),
-                    a.now.to_string(),
-                    a.change.to_string(),
+                    money(cur, a.held),
+                    money(cur, a.now),
+                    money(cur, a.change),
                 ]);
             }
             write_table(w, &table);
@@ -319,15 +362,28 @@ fn write_adjustments(w: &mut String, events: &[OrderEvent]) {
     }
 }
 
-fn describe(d: &Decision) -> String {
+fn describe(d: &Decision, rank: &upline_domain::ids::RankName, plan: &CommissionPlan) -> String {
     match d {
+        Decision::RankNotOnLadder => {
+            let ladder: Vec<String> = plan
+                .ranks
+                .iter()
+                .map(|r| format!("{} {}", r.name, r.paid_levels))
+                .collect();
+            format!(
+                "level used, nothing paid: rank {rank} is not on the plan's rank ladder ({})",
+                ladder.join(", ")
+            )
+        }
         Decision::Paid => "paid".into(),
         Decision::SkippedByCompression => {
             "skipped: status does not qualify (compressed, no level used)".into()
         }
         Decision::StatusNotQualifying => "level used, nothing paid: status does not qualify".into(),
         Decision::RankTooLow { paid_levels } => {
-            format!("level used, nothing paid: rank unlocks {paid_levels} level(s)")
+            format!(
+                "level used, nothing paid: rank {rank} unlocks {paid_levels} level(s) on the rank ladder"
+            )
         }
         Decision::NoRateAtLevel => "level used: no class pays at this level".into(),
         Decision::CutByCap { from, to } if to.is_zero() => {

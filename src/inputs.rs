@@ -126,9 +126,16 @@ pub struct DistributorEntry {
     #[serde(default)]
     pub referral_codes: Vec<ReferralCode>,
     pub country: String,
+    /// The distributor's status now (or at `status_since`).
     pub status: DistributorStatus,
     pub rank: RankName,
     pub joined_at: DateTime<Utc>,
+    /// When `status` took effect, if later than `joined_at`: the distributor was active from
+    /// joining until then. This is how an exported genealogy says "terminated in 2024 after
+    /// enrolling others in 2023": the import registers them active and records the status
+    /// change at its date, so the earlier enrolments stand.
+    #[serde(default)]
+    pub status_since: Option<DateTime<Utc>>,
 }
 
 /// A dated change: exactly one of `sponsor`, `status`, `rank`.
@@ -143,24 +150,54 @@ pub struct ChangeEntry {
 }
 
 impl NetworkFile {
-    /// The file's registrations then changes, as commands, each with where it stands in the file.
+    /// The file as a history: registrations (at `joined_at`), dated statuses (`status_since`) and
+    /// changes (at `effective_at`) in time order, so that a sponsor terminated after enrolling
+    /// others is registered, sponsors them, and only then is terminated. At the same instant,
+    /// registrations come first, then the file's order. Each command carries where it stands in
+    /// the file.
     pub fn commands(&self, path: &Path) -> Result<Vec<(String, DistributorCommand)>> {
-        let mut commands = Vec::with_capacity(self.distributors.len() + self.changes.len());
+        // (when, registrations before changes, position in the file, place, command)
+        let mut dated: Vec<(DateTime<Utc>, u8, usize, String, DistributorCommand)> =
+            Vec::with_capacity(self.distributors.len() + self.changes.len());
         for (i, d) in self.distributors.iter().enumerate() {
-            let command = DistributorCommand::RegisterDistributor {
-                distributor_id: d.id.clone(),
-                sponsor: d.sponsor.clone(),
-                referral_codes: d.referral_codes.clone(),
-                country: d.country.clone(),
-                status: d.status,
-                rank: d.rank.clone(),
-                joined_at: d.joined_at,
-            };
-            commands.push((
-                format!("{}: distributors[{i}] ({})", path.display(), d.id),
-                command,
+            let place = format!("{}: distributors[{i}] ({})", path.display(), d.id);
+            let later_status = d
+                .status_since
+                .filter(|since| *since > d.joined_at && d.status != DistributorStatus::Active);
+            dated.push((
+                d.joined_at,
+                0,
+                i,
+                place.clone(),
+                DistributorCommand::RegisterDistributor {
+                    distributor_id: d.id.clone(),
+                    sponsor: d.sponsor.clone(),
+                    referral_codes: d.referral_codes.clone(),
+                    country: d.country.clone(),
+                    status: if later_status.is_some() {
+                        DistributorStatus::Active
+                    } else {
+                        d.status
+                    },
+                    rank: d.rank.clone(),
+                    joined_at: d.joined_at,
+                },
             ));
+            if let Some(since) = later_status {
+                dated.push((
+                    since,
+                    1,
+                    i,
+                    format!("{place}: status_since"),
+                    DistributorCommand::ChangeStatus {
+                        distributor_id: d.id.clone(),
+                        status: d.status,
+                        effective_at: since,
+                    },
+                ));
+            }
         }
+        let offset = self.distributors.len();
         for (i, c) in self.changes.iter().enumerate() {
             let command = match (&c.sponsor, c.status, &c.rank) {
                 (Some(s), None, None) => DistributorCommand::ChangeSponsor {
@@ -183,12 +220,19 @@ impl NetworkFile {
                     path.display()
                 ),
             };
-            commands.push((
+            dated.push((
+                c.effective_at,
+                1,
+                offset + i,
                 format!("{}: changes[{i}] ({})", path.display(), c.distributor),
                 command,
             ));
         }
-        Ok(commands)
+        dated.sort_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
+        Ok(dated
+            .into_iter()
+            .map(|(_, _, _, place, command)| (place, command))
+            .collect())
     }
 
     /// Builds the network and catalog in memory through the same decide/apply path as live
@@ -217,4 +261,61 @@ fn apply_command(network: &mut Network, command: &DistributorCommand) -> Result<
         network.apply(&event)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn network(json: &str) -> NetworkFile {
+        serde_json::from_str(json).expect("a network file")
+    }
+
+    #[test]
+    fn a_sponsor_terminated_after_enrolling_others_imports_as_a_history() {
+        // Given an exported genealogy whose sponsor is terminated now, since 2024, and who
+        // enrolled a distributor in 2023,
+        let file = network(
+            r#"{"distributors": [
+              {"id": "top", "sponsor": null, "country": "US", "status": "terminated",
+               "rank": "gold", "joined_at": "2022-01-01T00:00:00Z",
+               "status_since": "2024-01-01T00:00:00Z"},
+              {"id": "down", "sponsor": "top", "country": "US", "status": "active",
+               "rank": "member", "joined_at": "2023-01-01T00:00:00Z"}
+            ]}"#,
+        );
+        // when it is imported,
+        let (network, _) = file
+            .build(Path::new("genealogy.json"))
+            .expect("registration comes before the dated termination");
+        // then the sponsor was active when enrolling and is terminated from 2024 on.
+        let top = DistributorId::new("top").unwrap();
+        let at = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+        let status = |t: &str| network.status_at(&top, at(t)).ok();
+        assert_eq!(
+            status("2023-06-01T00:00:00Z"),
+            Some(DistributorStatus::Active)
+        );
+        assert_eq!(
+            status("2024-06-01T00:00:00Z"),
+            Some(DistributorStatus::Terminated)
+        );
+    }
+
+    #[test]
+    fn an_enrolment_after_the_termination_is_refused_naming_the_place() {
+        let file = network(
+            r#"{"distributors": [
+              {"id": "top", "sponsor": null, "country": "US", "status": "terminated",
+               "rank": "gold", "joined_at": "2022-01-01T00:00:00Z",
+               "status_since": "2024-01-01T00:00:00Z"},
+              {"id": "late", "sponsor": "top", "country": "US", "status": "active",
+               "rank": "member", "joined_at": "2025-01-01T00:00:00Z"}
+            ]}"#,
+        );
+        let err = file.build(Path::new("genealogy.json")).unwrap_err();
+        let text = format!("{err:#}");
+        assert!(text.contains("distributors[1] (late)"), "{text}");
+        assert!(text.contains("terminated"), "{text}");
+    }
 }

@@ -128,6 +128,7 @@ pub(crate) fn order_request_error(e: &OrderError) -> Option<Status> {
         O::ConflictingRefund { .. } => exists("refund_id", e),
         O::RefundOfUnknownLine { .. } => invalid("lines", e),
         O::RefundQuantityNotPositive { .. } => invalid("lines", e),
+        O::RefundStatedNetNegative { .. } => invalid("lines", e),
         O::RefundExceedsLine { .. } => precondition("lines", e),
         O::RefundAmountOutOfRange { .. } => precondition("net_amount", e),
         O::WrongOrder { .. } => Status::internal(e.to_string()),

@@ -334,6 +334,7 @@ pub(crate) fn pb_outcome(o: &CommissionOutcome) -> pb::CommissionOutcome {
                         step.paid_levels = *paid_levels;
                         "rank_too_low"
                     }
+                    Decision::RankNotOnLadder => "rank_not_on_ladder",
                     Decision::NoRateAtLevel => "no_rate_at_level",
                     Decision::CutByCap { from, to } => {
                         step.cut_from = Some(money(*from, c));

@@ -4,13 +4,19 @@
 //! - a member whose status does not qualify is skipped without using a level under compression
 //!   (without compression they use the level and are paid nothing on it);
 //! - a member who qualifies by status but whose paid-as rank does not unlock the level uses it up
-//!   and is paid nothing on it;
-//! - otherwise each line pays `base x rate(class, level)`.
+//!   and is paid nothing on it; a rank that is not on the plan's ladder at all is treated the same
+//!   way (the level is used, nothing is paid, the trace says `RankNotOnLadder`): a member-level
+//!   oddity never fails the order;
+//! - otherwise each line pays `base x rate(class, level)`, exactly (no rounding per line).
+//!
+//! The walk covers [`CommissionPlan::paid_depth`] levels: the deepest level that some class pays
+//! and some rank unlocks, the same depth the snapshot is captured to.
 //!
 //! Each beneficiary's sum is rounded half-even to the currency's minor unit once per order. The
-//! payout cap (`max_payout_ratio` x the order's base, rounded down so rounding never breaks it)
-//! is then taken from the shallowest level down: the level that crosses it is cut to what is left,
-//! deeper levels get nothing. Everything is recorded in a trace so a person can check the result.
+//! payout cap is `max_payout_ratio x base` rounded *down* to the minor unit (`0.45 x 6.90 = 3.105
+//! -> 3.10`), so rounding can never break it; it is taken from the shallowest level down: the
+//! level that crosses it is cut to what is left, deeper levels get nothing. Everything is recorded
+//! in a trace so a person can check the result.
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -80,6 +86,9 @@ pub enum Decision {
     StatusNotQualifying,
     /// Qualifies by status, but the paid-as rank unlocks fewer levels: the level is used up.
     RankTooLow { paid_levels: u32 },
+    /// Qualifies by status, but the paid-as rank is not on the plan's ladder: the level is used
+    /// up and nothing is paid (like a rank that unlocks no level); the order still calculates.
+    RankNotOnLadder,
     /// Every class pays 0 at this level.
     NoRateAtLevel,
     /// Crossed the payout cap: cut from the rounded amount to what was left under the cap.
@@ -149,12 +158,6 @@ pub enum EngineError {
         class: CommissionClass,
         plan_version: String,
     },
-    #[error("distributor {distributor}: paid-as rank {rank} is not on the ladder of plan {plan_version}")]
-    RankNotOnLadder {
-        distributor: DistributorId,
-        rank: RankName,
-        plan_version: String,
-    },
     #[error("line {line_id}: base {base} is negative")]
     NegativeBase { line_id: LineId, base: Decimal },
     #[error("amounts overflowed while calculating")]
@@ -207,7 +210,7 @@ pub fn calculate(
         trace: Vec::new(),
         total: Decimal::ZERO,
     };
-    let max_levels = plan.max_levels();
+    let max_levels = plan.paid_depth();
     let mut level = 0u32;
     for member in &snapshot.members {
         if level >= max_levels {
@@ -228,15 +231,18 @@ pub fn calculate(
         }
         level += 1;
         step.level = Some(level);
-        step.decision = pay_member(
-            &mut outcome,
-            member_rank_levels(plan, member)?,
-            qualifies,
-            level,
-            lines,
-            plan,
-            &member.distributor_id,
-        )?;
+        step.decision = match (qualifies, plan.paid_levels(&member.rank)) {
+            (false, _) => Decision::StatusNotQualifying,
+            (true, None) => Decision::RankNotOnLadder,
+            (true, Some(paid_levels)) => pay_member(
+                &mut outcome,
+                paid_levels,
+                level,
+                lines,
+                plan,
+                &member.distributor_id,
+            )?,
+        };
         outcome.trace.push(step);
     }
     if level < max_levels && !snapshot.reached_top {
@@ -250,36 +256,15 @@ pub fn calculate(
     Ok(outcome)
 }
 
-fn member_rank_levels(
-    plan: &CommissionPlan,
-    member: &crate::snapshot::SnapshotMember,
-) -> Result<Option<u32>, EngineError> {
-    if !plan.qualifies(member.status) {
-        // Rank does not matter for a member who cannot earn; an off-ladder rank is no error here.
-        return Ok(None);
-    }
-    plan.paid_levels(&member.rank)
-        .map(Some)
-        .ok_or_else(|| EngineError::RankNotOnLadder {
-            distributor: member.distributor_id.clone(),
-            rank: member.rank.clone(),
-            plan_version: plan.version.clone(),
-        })
-}
-
 /// Decides and records what the member at `level` earns.
 fn pay_member(
     outcome: &mut CommissionOutcome,
-    paid_levels: Option<u32>,
-    qualifies: bool,
+    paid_levels: u32,
     level: u32,
     lines: &[CommissionableLine],
     plan: &CommissionPlan,
     beneficiary: &DistributorId,
 ) -> Result<Decision, EngineError> {
-    let Some(paid_levels) = paid_levels.filter(|_| qualifies) else {
-        return Ok(Decision::StatusNotQualifying);
-    };
     if paid_levels < level {
         return Ok(Decision::RankTooLow { paid_levels });
     }

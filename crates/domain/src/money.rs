@@ -230,45 +230,76 @@ impl<'de> Deserialize<'de> for Amount {
 }
 
 /// Deserialises a decimal from a string or a number (with serde_json's `arbitrary_precision`, a
-/// number arrives as its original digits). Use with `#[serde(deserialize_with = ...)]`.
+/// number arrives as its original digits), refusing more than [`MAX_AMOUNT_SCALE`] decimals: the
+/// reader for what arrives from outside (payloads, plans, catalogs).
 pub fn deserialize_decimal<'de, D: Deserializer<'de>>(d: D) -> Result<Decimal, D::Error> {
-    struct V;
-    impl<'de> serde::de::Visitor<'de> for V {
-        type Value = Decimal;
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("a decimal amount as a string or a number")
-        }
-        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Decimal, E> {
-            parse_decimal(v).map_err(E::custom)
-        }
-        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Decimal, E> {
-            Ok(Decimal::from(v))
-        }
-        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Decimal, E> {
-            Ok(Decimal::from(v))
-        }
-        fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Decimal, E> {
-            // Reached only when the caller's deserializer lost the digits (no arbitrary
-            // precision): refuse rather than round a float into someone's pay.
-            Err(E::custom(format!(
-                "amount {v} arrived as a float; send it as a string or enable exact numbers"
-            )))
-        }
-        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Decimal, A::Error> {
-            // serde_json's arbitrary_precision encodes a number as a one-entry map.
-            let key: Option<String> = map.next_key()?;
-            match key.as_deref() {
-                Some("$serde_json::private::Number") => {
-                    let digits: String = map.next_value()?;
-                    parse_decimal(&digits).map_err(serde::de::Error::custom)
-                }
-                _ => Err(serde::de::Error::custom(
-                    "expected a decimal amount, found an object",
-                )),
+    d.deserialize_any(DecimalVisitor {
+        parse: parse_decimal,
+    })
+}
+
+/// Parses a decimal as it was recorded: any exact decimal `rust_decimal` holds (up to 28
+/// fractional digits). Recorded events are read with this, so that an event an earlier version
+/// wrote with a long fraction (a refund scaled by 2/3) still reads back; amounts are rounded
+/// only where they are presented or paid, never on reading.
+pub fn parse_recorded_decimal(text: &str) -> Result<Decimal, MoneyError> {
+    let t = text.trim();
+    if t.is_empty() || t.contains(['e', 'E']) {
+        return Err(MoneyError::InvalidAmount(text.to_string()));
+    }
+    Decimal::from_str_exact(t)
+        .map(without_negative_zero)
+        .map_err(|_| MoneyError::InvalidAmount(text.to_string()))
+}
+
+/// Like [`deserialize_decimal`] but accepting what [`parse_recorded_decimal`] accepts: for fields
+/// of recorded events and read models (`#[serde(with = "crate::money::decimal")]`).
+pub fn deserialize_recorded_decimal<'de, D: Deserializer<'de>>(d: D) -> Result<Decimal, D::Error> {
+    d.deserialize_any(DecimalVisitor {
+        parse: parse_recorded_decimal,
+    })
+}
+
+/// Reads a decimal from a JSON string or number without passing through f64; `parse` decides
+/// how many decimals are acceptable.
+struct DecimalVisitor {
+    parse: fn(&str) -> Result<Decimal, MoneyError>,
+}
+
+impl<'de> serde::de::Visitor<'de> for DecimalVisitor {
+    type Value = Decimal;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a decimal amount as a string or a number")
+    }
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Decimal, E> {
+        (self.parse)(v).map_err(E::custom)
+    }
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Decimal, E> {
+        Ok(Decimal::from(v))
+    }
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Decimal, E> {
+        Ok(Decimal::from(v))
+    }
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Decimal, E> {
+        // Reached only when the caller's deserializer lost the digits (no arbitrary
+        // precision): refuse rather than round a float into someone's pay.
+        Err(E::custom(format!(
+            "amount {v} arrived as a float; send it as a string or enable exact numbers"
+        )))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Decimal, A::Error> {
+        // serde_json's arbitrary_precision encodes a number as a one-entry map.
+        let key: Option<String> = map.next_key()?;
+        match key.as_deref() {
+            Some("$serde_json::private::Number") => {
+                let digits: String = map.next_value()?;
+                (self.parse)(&digits).map_err(serde::de::Error::custom)
             }
+            _ => Err(serde::de::Error::custom(
+                "expected a decimal amount, found an object",
+            )),
         }
     }
-    d.deserialize_any(V)
 }
 
 /// Like [`deserialize_decimal`], for optional fields (`null` or absent is `None`).
@@ -283,15 +314,26 @@ pub fn serialize_decimal<S: Serializer>(v: &Decimal, s: S) -> Result<S::Ok, S::E
     s.serialize_str(&v.to_string())
 }
 
-/// Serde helper module for `Decimal` fields: `#[serde(with = "crate::money::decimal")]`.
+/// Like [`deserialize_recorded_decimal`], for optional fields.
+pub fn deserialize_opt_recorded_decimal<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Decimal>, D::Error> {
+    #[derive(Deserialize)]
+    struct Recorded(#[serde(deserialize_with = "deserialize_recorded_decimal")] Decimal);
+    Option::<Recorded>::deserialize(d).map(|o| o.map(|r| r.0))
+}
+
+/// Serde helper module for `Decimal` fields of recorded events and normalised records:
+/// `#[serde(with = "crate::money::decimal")]`. Writes a string; reads what
+/// [`parse_recorded_decimal`] accepts. Input from outside uses [`Amount`], which is stricter.
 pub mod decimal {
-    pub use super::deserialize_decimal as deserialize;
+    pub use super::deserialize_recorded_decimal as deserialize;
     pub use super::serialize_decimal as serialize;
 }
 
-/// Serde helper module for `Option<Decimal>` fields.
+/// Serde helper module for `Option<Decimal>` fields (as [`decimal`]).
 pub mod opt_decimal {
-    pub use super::deserialize_opt_decimal as deserialize;
+    pub use super::deserialize_opt_recorded_decimal as deserialize;
     use rust_decimal::Decimal;
     use serde::Serializer;
     pub fn serialize<S: Serializer>(v: &Option<Decimal>, s: S) -> Result<S::Ok, S::Error> {
@@ -460,8 +502,18 @@ mod tests {
     fn malformed_amounts_are_refused() {
         assert!(serde_json::from_str::<Line>(r#"{"price": "1e3"}"#).is_err());
         assert!(serde_json::from_str::<Line>(r#"{"price": "abc"}"#).is_err());
-        assert!(serde_json::from_str::<Line>(r#"{"price": "0.0000000000001"}"#).is_err());
+        assert!(serde_json::from_str::<Amount>(r#""0.0000000000001""#).is_err());
         assert!(serde_json::from_str::<Line>(r#"{"price": {"x": 1}}"#).is_err());
+    }
+
+    #[test]
+    fn a_recorded_amount_with_a_long_fraction_reads_back_exactly() {
+        // What an earlier version recorded for a refund of 1 of 3 units (2/3 of 10.00): input
+        // is held to 12 decimals, but what was recorded is read as it was written.
+        let recorded = r#"{"price": "6.6666666666666666666666666667"}"#;
+        let line: Line = serde_json::from_str(recorded).expect("recorded amounts read back");
+        assert_eq!(line.price.to_string(), "6.6666666666666666666666666667");
+        assert!(serde_json::from_str::<Amount>(r#""6.6666666666666666666666666667""#).is_err());
     }
 
     #[test]

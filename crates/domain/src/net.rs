@@ -7,14 +7,17 @@
 //!
 //! Precision rules (the platforms send prices with 2 decimals, Magento up to 4):
 //! - a unit price may carry up to [`MAX_UNIT_PRICE_SCALE`] decimals (or the currency's minor
-//!   unit, if more); the subtotal is then rounded half-even to the minor unit, the way the
-//!   platforms round a line total, so every later step works in whole minor units;
+//!   unit, if more); the subtotal is exactly quantity x unit price, never rounded (no amount is
+//!   rounded before the per-beneficiary payout, except where a whole amount is split);
 //! - discounts, taxes and the order discount are amounts the customer was actually charged or
 //!   credited, so they must already be whole minor units: a fraction of a cent there means the
 //!   payload is wrong, and guessing a rounding would hide it.
 //!
-//! All arithmetic after the subtotal is done in integer minor units (i128), so the allocation of
-//! the order discount is exact: its shares add up to the order discount to the last minor unit.
+//! **The split rule** ([`split`]), used wherever one whole amount is spread over lines (the
+//! order-level discount here; a refund known only as an amount in `order::remaining_lines`): each
+//! line's share is its exact pro-rata share rounded down to the minor unit; the minor units left
+//! over go to the line with the largest weight, ties to the first such line. The shares add up
+//! to the amount exactly. The arithmetic is done in integers, so it is exact.
 
 use std::collections::BTreeSet;
 
@@ -130,12 +133,12 @@ pub enum NetAmountError {
     Overflow,
 }
 
-/// A line after validation, in integer minor units.
+/// A line after validation: its exact subtotal, its discount and tax in whole minor units.
 struct Priced<'a> {
     line: &'a OrderLine,
-    subtotal: i128,
-    discount: i128,
-    tax: i128,
+    subtotal: Decimal,
+    discount: Decimal,
+    tax: Decimal,
 }
 
 /// The net amount of each line, in the order of `lines`.
@@ -172,7 +175,6 @@ pub fn net_lines(
             currency,
         });
     }
-    let order_discount_m = to_minor(currency, order_discount).ok_or(NetAmountError::Overflow)?;
 
     let mut seen = BTreeSet::new();
     let mut priced = Vec::with_capacity(lines.len());
@@ -185,21 +187,21 @@ pub fn net_lines(
         priced.push(price(currency, line)?);
     }
 
-    let subtotals: Vec<i128> = priced.iter().map(|p| p.subtotal).collect();
+    let subtotals: Vec<Decimal> = priced.iter().map(|p| p.subtotal).collect();
     let total = subtotals
         .iter()
-        .try_fold(0i128, |acc, s| acc.checked_add(*s))
+        .try_fold(Decimal::ZERO, |acc, s| acc.checked_add(*s))
         .ok_or(NetAmountError::Overflow)?;
-    if order_discount_m > 0 && total == 0 {
+    if order_discount > Decimal::ZERO && total.is_zero() {
         return Err(NetAmountError::NothingToDiscount { order_discount });
     }
-    if order_discount_m > total {
+    if order_discount > total {
         return Err(NetAmountError::OrderDiscountExceedsSubtotal {
             order_discount,
-            subtotal: from_minor(currency, total).ok_or(NetAmountError::Overflow)?,
+            subtotal: total,
         });
     }
-    let shares = allocate(order_discount_m, &subtotals).ok_or(NetAmountError::Overflow)?;
+    let shares = split(currency, order_discount, &subtotals).ok_or(NetAmountError::Overflow)?;
 
     priced
         .iter()
@@ -232,7 +234,7 @@ fn price(currency: Currency, line: &OrderLine) -> Result<Priced<'_>, NetAmountEr
             max_scale,
         });
     }
-    let whole = |field: &'static str, amount: Decimal| -> Result<i128, NetAmountError> {
+    let whole = |field: &'static str, amount: Decimal| -> Result<Decimal, NetAmountError> {
         if amount < Decimal::ZERO {
             return Err(NetAmountError::NegativeAmount {
                 line: id(),
@@ -248,15 +250,14 @@ fn price(currency: Currency, line: &OrderLine) -> Result<Priced<'_>, NetAmountEr
                 currency,
             });
         }
-        to_minor(currency, amount).ok_or_else(|| NetAmountError::LineOverflow { line: id() })
+        Ok(amount)
     };
     let discount = whole("discount", line.discount)?;
     let tax = whole("tax", line.tax)?;
+    // Exact: a 3.333 unit price on 3 units is 9.999, not 10.00.
     let subtotal = line
         .quantity
         .checked_mul(line.unit_price)
-        .map(|s| currency.round(s))
-        .and_then(|s| to_minor(currency, s))
         .ok_or_else(|| NetAmountError::LineOverflow { line: id() })?;
     Ok(Priced {
         line,
@@ -269,68 +270,127 @@ fn price(currency: Currency, line: &OrderLine) -> Result<Priced<'_>, NetAmountEr
 fn net_line(
     currency: Currency,
     p: &Priced<'_>,
-    share: i128,
+    share: Decimal,
     prices_include_tax: bool,
 ) -> Result<NetLine, NetAmountError> {
     let overflow = || NetAmountError::LineOverflow {
         line: p.line.line_id.clone(),
     };
-    let included_tax = if prices_include_tax { p.tax } else { 0 };
+    let included_tax = if prices_include_tax {
+        p.tax
+    } else {
+        Decimal::ZERO
+    };
     let deductions = p
         .discount
         .checked_add(share)
         .and_then(|d| d.checked_add(included_tax))
         .ok_or_else(overflow)?;
-    let amount = |m: i128| from_minor(currency, m).ok_or_else(overflow);
     if deductions > p.subtotal {
         return Err(NetAmountError::DeductionsExceedSubtotal {
             line: p.line.line_id.clone(),
-            deductions: amount(deductions)?,
-            subtotal: amount(p.subtotal)?,
+            deductions: with_minor_scale(currency, deductions),
+            subtotal: with_minor_scale(currency, p.subtotal),
         });
     }
     Ok(NetLine {
         line_id: p.line.line_id.clone(),
         platform_sku: p.line.platform_sku.clone(),
         quantity: p.line.quantity,
-        subtotal: amount(p.subtotal)?,
-        line_discount: amount(p.discount)?,
-        order_discount_share: amount(share)?,
-        included_tax: amount(included_tax)?,
-        net: amount(p.subtotal - deductions)?,
+        subtotal: with_minor_scale(currency, p.subtotal),
+        line_discount: with_minor_scale(currency, p.discount),
+        order_discount_share: with_minor_scale(currency, share),
+        included_tax: with_minor_scale(currency, included_tax),
+        net: with_minor_scale(currency, p.subtotal - deductions),
     })
 }
 
-/// Splits `amount` over `weights` pro rata, in integer minor units. Preconditions (checked by
-/// the caller): weights >= 0, 0 <= amount <= sum of weights, and the sum is positive when the
-/// amount is. `None` only on overflow.
-///
-/// Each share is first floored; the leftover (fewer minor units than there are weights) goes to
-/// the largest weight, ties to the first; whatever would push that share past its weight goes to
-/// the next largest, and so on. The room left, sum(weight - share), is sum(weights) - sum(shares)
-/// >= amount - sum(shares) = the leftover, so the leftover always fits.
-fn allocate(amount: i128, weights: &[i128]) -> Option<Vec<i128>> {
-    if amount == 0 {
-        return Some(vec![0; weights.len()]);
+/// Writes an amount with the currency's decimals ("12" and "12.0000" USD are "12.00"), so equal
+/// amounts serialise alike; an exact amount with more significant decimals keeps them
+/// ("10.0005").
+fn with_minor_scale(currency: Currency, amount: Decimal) -> Decimal {
+    let mut a = amount.normalize();
+    if a.scale() < currency.minor_unit() {
+        a.rescale(currency.minor_unit());
     }
+    a
+}
+
+/// The split rule: `amount` spread over `weights` pro rata. Each share is the exact share rounded
+/// down to the minor unit; the minor units left over go to the largest weight, ties to the first
+/// (and what would push a share past its weight spills to the next largest). The shares add up
+/// to `amount` exactly; an amount with a fraction of a minor unit gives that fraction to the
+/// largest weight too. Weights must not be negative; all zero weights give all zero shares.
+/// `None` only when the amounts are too large to compute exactly.
+pub fn split(currency: Currency, amount: Decimal, weights: &[Decimal]) -> Option<Vec<Decimal>> {
+    let whole = currency.round_down(amount);
+    let amount_m = to_minor(currency, whole)?;
+    // Weights as integers at one common scale: the ratios are what matter, and integers keep
+    // them exact.
+    let scale = weights.iter().map(|w| w.scale()).max().unwrap_or(0);
+    let scaled = weights
+        .iter()
+        .map(|w| {
+            let mut w = *w;
+            w.rescale(scale);
+            (w.scale() == scale).then(|| w.mantissa())
+        })
+        .collect::<Option<Vec<i128>>>()?;
+    // How many whole minor units each weight has room for.
+    let rooms = weights
+        .iter()
+        .map(|w| to_minor(currency, currency.round_down(*w)))
+        .collect::<Option<Vec<i128>>>()?;
+    let shares = allocate(amount_m, &scaled, &rooms)?;
+    let mut shares: Vec<Decimal> = shares
+        .into_iter()
+        .map(|m| from_minor(currency, m))
+        .collect::<Option<Vec<Decimal>>>()?;
+    let fraction = amount - whole;
+    if !fraction.is_zero() {
+        if let Some(largest) = largest_first(&scaled).first() {
+            shares[*largest] += fraction;
+        }
+    }
+    Some(shares)
+}
+
+/// Indices by weight, largest first; the stable sort keeps equal weights in line order.
+fn largest_first(weights: &[i128]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..weights.len()).collect();
+    order.sort_by(|&a, &b| weights[b].cmp(&weights[a]));
+    order
+}
+
+/// Splits `amount` minor units over `weights` pro rata, in integers: each share is floored; the
+/// leftover goes to the largest weight, ties to the first, each share staying within its `room`
+/// (the whole minor units of its weight), spilling to the next largest. The leftover is fewer
+/// units than there are weights and fits when the amount does not exceed the rooms' sum; if it
+/// does not fit (weights with fractions of a minor unit), the rest goes to the largest weight.
+/// `None` only on overflow; all-zero weights give zero shares.
+fn allocate(amount: i128, weights: &[i128], rooms: &[i128]) -> Option<Vec<i128>> {
     let total = weights
         .iter()
         .try_fold(0i128, |acc, w| acc.checked_add(*w))?;
+    if amount == 0 || total == 0 {
+        return Some(vec![0; weights.len()]);
+    }
     let mut shares = weights
         .iter()
         .map(|w| amount.checked_mul(*w).map(|x| x / total))
         .collect::<Option<Vec<i128>>>()?;
     let mut leftover = amount - shares.iter().sum::<i128>();
-    // Largest weight first; the stable sort keeps equal weights in line order.
-    let mut order: Vec<usize> = (0..weights.len()).collect();
-    order.sort_by(|&a, &b| weights[b].cmp(&weights[a]));
-    for i in order {
+    let order = largest_first(weights);
+    for &i in &order {
         if leftover == 0 {
             break;
         }
-        let give = leftover.min(weights[i] - shares[i]);
+        let give = leftover.min((rooms[i] - shares[i]).max(0));
         shares[i] += give;
         leftover -= give;
+    }
+    if leftover > 0 {
+        shares[order[0]] += leftover;
     }
     Some(shares)
 }
@@ -356,31 +416,28 @@ mod tests {
     fn allocation_floors_then_gives_the_leftover_to_the_largest_weight() {
         // 10.00 over 10.00 / 20.00 / 30.00: exact 1.666.., 3.333.., 5.00 -> floors 1.66, 3.33,
         // 5.00 (sum 9.99), leftover 0.01 to the 30.00 line.
-        assert_eq!(
-            allocate(1000, &[1000, 2000, 3000]),
-            Some(vec![166, 333, 501])
-        );
+        let w = [1000, 2000, 3000];
+        assert_eq!(allocate(1000, &w, &w), Some(vec![166, 333, 501]));
         // Ties go to the first of the largest.
-        assert_eq!(allocate(100, &[300, 300, 300]), Some(vec![34, 33, 33]));
-        assert_eq!(allocate(0, &[0, 0]), Some(vec![0, 0]));
+        let w = [300, 300, 300];
+        assert_eq!(allocate(100, &w, &w), Some(vec![34, 33, 33]));
+        assert_eq!(allocate(0, &[0, 0], &[0, 0]), Some(vec![0, 0]));
     }
 
     #[test]
     fn a_leftover_too_big_for_the_largest_line_spills_to_the_next() {
         // 0.02 over three 0.01 lines: every floor is 0; the largest (first) line can take only
         // 0.01, so the second takes the other.
-        assert_eq!(allocate(2, &[1, 1, 1]), Some(vec![1, 1, 0]));
+        assert_eq!(allocate(2, &[1, 1, 1], &[1, 1, 1]), Some(vec![1, 1, 0]));
         // 30.00 over 10.00 / 10.00 / 10.01: floors 9.99, 9.99, 10.00; the leftover 0.02 would
         // put the 10.01 line at 10.02, so 0.01 goes there and 0.01 to the first 10.00 line.
-        assert_eq!(
-            allocate(3000, &[1000, 1000, 1001]),
-            Some(vec![1000, 999, 1001])
-        );
+        let w = [1000, 1000, 1001];
+        assert_eq!(allocate(3000, &w, &w), Some(vec![1000, 999, 1001]));
     }
 
     #[test]
     fn overflow_is_reported_not_wrapped() {
-        assert_eq!(allocate(i128::MAX, &[i128::MAX, 1]), None);
+        assert_eq!(allocate(i128::MAX, &[i128::MAX, 1], &[i128::MAX, 1]), None);
         assert_eq!(to_minor(Currency::USD, Decimal::MAX), None);
         assert_eq!(to_minor(Currency::USD, Decimal::new(1000, 2)), Some(1000));
         assert_eq!(to_minor(Currency::JPY, Decimal::new(1000, 0)), Some(1000));

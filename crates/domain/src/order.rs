@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::catalog::SkuMapping;
 use crate::engine::{self, CommissionOutcome, CommissionableLine, EngineError};
 use crate::events::DomainEvent;
-use crate::ids::{DistributorId, LineId, Platform, PlatformOrderId, RefundId, ShopId};
+use crate::ids::{DistributorId, LineId, Platform, PlatformOrderId, RefundId, ShopId, SkuId};
 use crate::money::Currency;
 use crate::net::{self, NetAmountError, NetLine, OrderLine};
 use crate::plan::CommissionPlan;
@@ -260,6 +260,11 @@ pub enum OrderError {
     },
     #[error("refund {refund_id}: quantity of line {line_id} must be positive")]
     RefundQuantityNotPositive {
+        refund_id: RefundId,
+        line_id: LineId,
+    },
+    #[error("refund {refund_id}: the amount stated for line {line_id} is negative")]
+    RefundStatedNetNegative {
         refund_id: RefundId,
         line_id: LineId,
     },
@@ -504,6 +509,12 @@ fn check_refund(
                         line_id: rl.line_id.clone(),
                     });
                 }
+                if rl.stated_net.is_some_and(|a| a < Decimal::ZERO) {
+                    return Err(OrderError::RefundStatedNetNegative {
+                        refund_id: refund.refund_id.clone(),
+                        line_id: rl.line_id.clone(),
+                    });
+                }
                 let before: Decimal = others
                     .clone()
                     .map(|r| refunded_quantity(r, &rl.line_id))
@@ -687,7 +698,7 @@ fn calculate_remaining(
     inputs: &CalculationInputs,
     state: &OrderState,
 ) -> Result<CommissionOutcome, OrderError> {
-    let lines = remaining_lines(&inputs.lines, state.refunds.values());
+    let lines = remaining_lines(inputs, state.refunds.values());
     Ok(engine::calculate(
         inputs.currency,
         &lines,
@@ -696,52 +707,153 @@ fn calculate_remaining(
     )?)
 }
 
-/// Scales each line's base to the part not refunded. Quantity refunds take that share of the
-/// line; net-amount refunds then take their share of what is left, pro rata over the lines. Both
-/// depend only on the set of refunds, never on their order. Multiplying before dividing keeps
-/// whole results exact, so an exact half-cent still rounds half-even.
+/// The captured lines less what `refunds` gave back (see [`kept_lines`]); a line's base follows
+/// its quantity where its SKU mapping gave CV per unit, else its kept net.
 pub fn remaining_lines<'a>(
-    lines: &[CommissionableLine],
+    inputs: &CalculationInputs,
     refunds: impl Iterator<Item = &'a Refund> + Clone,
 ) -> Vec<CommissionableLine> {
-    let scale = |value: Decimal, kept: Decimal, whole: Decimal| -> Decimal {
-        if kept <= Decimal::ZERO || whole.is_zero() {
-            // Exactly zero when fully refunded, so a full refund nets to zero with no residue.
-            Decimal::ZERO
-        } else if kept >= whole {
-            value
-        } else {
-            value * kept / whole
-        }
-    };
+    let cv_skus: BTreeSet<&SkuId> = inputs
+        .sku_mappings
+        .iter()
+        .filter(|m| m.cv_per_unit.is_some())
+        .map(|m| &m.sku_id)
+        .collect();
+    kept_lines(
+        inputs.currency,
+        &inputs.lines,
+        |l| cv_skus.contains(&l.sku_id),
+        refunds,
+    )
+}
+
+/// What is left of each line after the refunds. A function of the *set* of refunds (never of
+/// their order), and every amount it produces has at most the scale of its inputs or the
+/// currency's minor unit, so the events that record it always read back. The rules:
+///
+/// 1. **By quantity.** A line refunded to its full quantity keeps exactly zero. Otherwise each
+///    refund of `q` of the line's `Q` units takes off the net the amount the platform stated
+///    (`RefundLine::stated_net`), or, when it stated none, `net x q / Q` rounded down to the minor
+///    unit; the line keeps the rest (never below zero). PV is PV per unit x the kept quantity;
+///    the base is CV per unit x the kept quantity where the SKU gives CV (`base_is_cv`), else the
+///    kept net.
+/// 2. **By amount** (`RefundScope::NetAmount`, only an amount is known). The amounts together are
+///    spread over the kept nets by the split rule (`net::split`: shares rounded down to the minor
+///    unit, the remainder to the largest line, ties to the first). A line's net loses its share;
+///    a base that is the net follows it; a CV base and the PV shrink in the same proportion,
+///    rounded down to the minor unit.
+pub fn kept_lines<'a>(
+    currency: Currency,
+    lines: &[CommissionableLine],
+    base_is_cv: impl Fn(&CommissionableLine) -> bool,
+    refunds: impl Iterator<Item = &'a Refund> + Clone,
+) -> Vec<CommissionableLine> {
     let by_quantity: Vec<CommissionableLine> = lines
         .iter()
-        .map(|line| {
-            let refunded: Decimal = refunds
-                .clone()
-                .map(|r| refunded_quantity(r, &line.line_id))
-                .sum();
-            let kept = line.quantity - refunded;
-            let mut kept_line = line.clone();
-            kept_line.base = scale(line.base, kept, line.quantity);
-            kept_line.net = scale(line.net, kept, line.quantity);
-            kept_line.pv = scale(line.pv, kept, line.quantity);
-            kept_line
-        })
+        .map(|line| kept_by_quantity(currency, line, base_is_cv(line), refunds.clone()))
         .collect();
-    let kept_net: Decimal = by_quantity.iter().map(|l| l.net).sum();
     let amount_refunded: Decimal = refunds.map(refunded_amount).sum();
-    if amount_refunded.is_zero() {
+    if amount_refunded <= Decimal::ZERO {
         return by_quantity;
     }
-    let kept_after_amounts = kept_net - amount_refunded;
+    let kept_nets: Vec<Decimal> = by_quantity.iter().map(|l| l.net).collect();
+    let kept_net: Decimal = kept_nets.iter().sum();
+    let shares = net::split(currency, amount_refunded.min(kept_net), &kept_nets)
+        .unwrap_or_else(|| kept_nets.clone());
     by_quantity
         .into_iter()
-        .map(|mut line| {
-            line.base = scale(line.base, kept_after_amounts, kept_net);
-            line.net = scale(line.net, kept_after_amounts, kept_net);
-            line.pv = scale(line.pv, kept_after_amounts, kept_net);
-            line
+        .zip(shares)
+        .map(|(line, share)| {
+            let cv = base_is_cv(&line);
+            take_amount(currency, line, share, cv)
         })
         .collect()
+}
+
+fn kept_by_quantity<'a>(
+    currency: Currency,
+    line: &CommissionableLine,
+    base_is_cv: bool,
+    refunds: impl Iterator<Item = &'a Refund>,
+) -> CommissionableLine {
+    let mut refunded_units = Decimal::ZERO;
+    let mut refunded_net = Decimal::ZERO;
+    for refund_line in refunds.filter_map(|r| match &r.scope {
+        RefundScope::Lines(lines) => Some(lines.iter().filter(|l| l.line_id == line.line_id)),
+        RefundScope::NetAmount(_) => None,
+    }) {
+        for rl in refund_line {
+            refunded_units += rl.quantity;
+            refunded_net += rl.stated_net.unwrap_or_else(|| {
+                currency.round_down(per_units(line.net, rl.quantity, line.quantity))
+            });
+        }
+    }
+    let mut kept = line.clone();
+    if refunded_units.is_zero() {
+        return kept;
+    }
+    let kept_units = (line.quantity - refunded_units).max(Decimal::ZERO);
+    if kept_units.is_zero() {
+        // Exactly zero, so a full refund nets every beneficiary to zero with no residue.
+        kept.net = Decimal::ZERO;
+        kept.base = Decimal::ZERO;
+        kept.pv = Decimal::ZERO;
+        return kept;
+    }
+    kept.net = (line.net - refunded_net).max(Decimal::ZERO);
+    kept.pv = exact_or_down(currency, per_units(line.pv, kept_units, line.quantity));
+    kept.base = if base_is_cv {
+        exact_or_down(currency, per_units(line.base, kept_units, line.quantity))
+    } else {
+        kept.net
+    };
+    kept
+}
+
+/// `value x part / whole`, dividing last so that a per-unit value times whole units is exact.
+fn per_units(value: Decimal, part: Decimal, whole: Decimal) -> Decimal {
+    if whole.is_zero() {
+        return Decimal::ZERO;
+    }
+    value
+        .checked_mul(part)
+        .and_then(|v| v.checked_div(whole))
+        .unwrap_or(Decimal::ZERO)
+}
+
+/// A value that is exact within [`crate::money::MAX_AMOUNT_SCALE`] decimals is kept; a longer
+/// fraction (CV or PV per unit that do not divide evenly) is rounded down to the minor unit.
+fn exact_or_down(currency: Currency, value: Decimal) -> Decimal {
+    let value = value.normalize();
+    if value.scale() <= crate::money::MAX_AMOUNT_SCALE {
+        value
+    } else {
+        currency.round_down(value)
+    }
+}
+
+/// Takes a refund's `share` of the line's net off it; the base and PV follow (see `kept_lines`).
+fn take_amount(
+    currency: Currency,
+    mut line: CommissionableLine,
+    share: Decimal,
+    base_is_cv: bool,
+) -> CommissionableLine {
+    if share.is_zero() {
+        return line;
+    }
+    let before = line.net;
+    let after = (before - share).max(Decimal::ZERO);
+    let shrink = |value: Decimal| -> Decimal {
+        if after.is_zero() {
+            Decimal::ZERO
+        } else {
+            exact_or_down(currency, per_units(value, after, before))
+        }
+    };
+    line.pv = shrink(line.pv);
+    line.base = if base_is_cv { shrink(line.base) } else { after };
+    line.net = after;
+    line
 }

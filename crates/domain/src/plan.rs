@@ -183,12 +183,8 @@ fn check_rate(field: &str, rate: Decimal, p: &mut Problems) {
 
 fn check_rate_count(class_field: &str, count: usize, p: &mut Problems) {
     let field = format!("{class_field}.rates");
-    if count == 0 {
-        p.push(
-            field,
-            "needs at least one rate (level 1, the order's own distributor)",
-        );
-    } else if count > MAX_LEVELS as usize {
+    // `rates = []` is a class that pays nothing (gift cards, samples): valid.
+    if count > MAX_LEVELS as usize {
         p.push(
             field,
             format!("has {count} levels; a class may pay at most {MAX_LEVELS}"),
@@ -270,7 +266,9 @@ fn check_ranks(count: usize, parsed: &[(usize, RankRung)], deepest: Option<u32>,
                 format!("ranks[{i}].paid_levels"),
                 format!("must be at most {MAX_LEVELS}; found {}", rung.paid_levels),
             );
-        } else if let Some(deepest) = deepest {
+        } else if let Some(deepest) = deepest.filter(|d| *d > 0) {
+            // A ladder deeper than every class is a designer's mistake worth naming (the extra
+            // levels would pay nothing); a plan whose classes all pay nothing is not.
             if rung.paid_levels > deepest {
                 p.push(
                     format!("ranks[{i}].paid_levels"),
@@ -354,12 +352,20 @@ impl CommissionPlan {
         self.qualifying_statuses.contains(&status)
     }
 
-    /// What the hierarchy snapshot must hold for this plan: levels up to the deepest any rank
-    /// can be paid (a level no rank unlocks is never paid, so walking to it is wasted work).
-    pub fn snapshot_request(&self) -> SnapshotRequest {
+    /// The deepest level this plan can pay anyone: a level must have a rate in some class *and*
+    /// be unlocked by some rank. The engine walks this many levels and the snapshot is taken
+    /// this deep (one definition for both, so a ladder shorter than the classes can never make
+    /// a snapshot look too shallow).
+    pub fn paid_depth(&self) -> u32 {
         let deepest_rank = self.ranks.iter().map(|r| r.paid_levels).max().unwrap_or(0);
+        deepest_rank.min(self.max_levels())
+    }
+
+    /// What the hierarchy snapshot must hold for this plan: [`CommissionPlan::paid_depth`]
+    /// levels (a level no rank unlocks is never paid, so walking to it is wasted work).
+    pub fn snapshot_request(&self) -> SnapshotRequest {
         SnapshotRequest {
-            levels: deepest_rank.min(self.max_levels()),
+            levels: self.paid_depth(),
             qualifying_statuses: self.qualifying_statuses.clone(),
             compression: self.compression,
         }

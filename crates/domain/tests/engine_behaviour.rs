@@ -204,16 +204,24 @@ fn a_class_missing_from_the_plan_is_refused_with_the_line() {
 }
 
 #[test]
-fn an_earning_rank_off_the_ladder_is_refused_but_a_skipped_one_is_not() {
-    let off_ladder = vec![member("d0", 0, Active, "platinum")];
-    let err = calculate(
+fn an_earning_rank_off_the_ladder_earns_nothing_uses_its_level_and_the_order_calculates() {
+    // Given d0 holds a rank the ladder does not know and d1 above is gold,
+    let off_ladder = vec![
+        member("d0", 0, Active, "platinum"),
+        member("d1", 1, Active, "gold"),
+    ];
+    // when the order is calculated,
+    let outcome = calculate(
         Currency::USD,
-        &[cl("l1", "retail", dec!(1))],
+        &[cl("l1", "retail", dec!(10))],
         &snapshot(t(10), off_ladder, true),
         &plan(),
     )
-    .unwrap_err();
-    assert!(matches!(err, EngineError::RankNotOnLadder { .. }), "{err}");
+    .expect("an off-ladder rank never fails an order");
+    // then d0 uses level 1 and earns nothing, the trace says why, and d1 is paid on level 2.
+    assert_eq!(outcome.trace[0].level, Some(1));
+    assert_eq!(outcome.trace[0].decision, Decision::RankNotOnLadder);
+    assert_eq!(amounts(&outcome), vec![("d1".into(), 2, dec!(0.50))]);
     let skipped = vec![
         member("d0", 0, Suspended, "platinum"),
         member("d1", 1, Active, "gold"),

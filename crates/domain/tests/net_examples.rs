@@ -117,9 +117,9 @@ fn three_decimal_currencies_work_in_fils() {
 }
 
 #[test]
-fn four_decimal_unit_prices_round_half_even_at_the_subtotal() {
-    // 3 x 3.3335 = 10.0005 -> 10.00 (below the half); 1 x 0.0050 -> 0.00 and 1 x 0.0150 ->
-    // 0.02 (exact halves go to the even cent).
+fn a_subtotal_is_exactly_quantity_times_unit_price() {
+    // 3 x 3.3335 = 10.0005, 1 x 0.0050 = 0.005, 1 x 0.0150 = 0.015: nothing is rounded before
+    // the per-beneficiary payout.
     let lines = [
         line("1", dec!(3), dec!(3.3335)),
         line("2", dec!(1), dec!(0.0050)),
@@ -128,11 +128,14 @@ fn four_decimal_unit_prices_round_half_even_at_the_subtotal() {
     let out = net_lines(Currency::USD, &lines, Decimal::ZERO, false).unwrap();
     assert_eq!(
         out.iter().map(|l| l.subtotal).collect::<Vec<_>>(),
-        [dec!(10.00), dec!(0.00), dec!(0.02)]
+        [dec!(10.0005), dec!(0.005), dec!(0.015)]
     );
-    // Amounts come out with the currency's decimals, whatever the input's.
-    let json = serde_json::to_string(&out[1]).unwrap();
-    assert!(json.contains(r#""subtotal":"0.00""#), "{json}");
+    assert_eq!(out[0].net, dec!(10.0005));
+    // Whole amounts come out with the currency's decimals, whatever the input's.
+    let whole = [line("1", dec!(2), dec!(5.0000))];
+    let out = net_lines(Currency::USD, &whole, Decimal::ZERO, false).unwrap();
+    let json = serde_json::to_string(&out[0]).unwrap();
+    assert!(json.contains(r#""subtotal":"10.00""#), "{json}");
     let too_fine = [line("1", dec!(1), dec!(1.00001))];
     assert!(matches!(
         net_lines(Currency::USD, &too_fine, Decimal::ZERO, false),
@@ -144,7 +147,21 @@ fn four_decimal_unit_prices_round_half_even_at_the_subtotal() {
 }
 
 #[test]
-fn fractional_quantities_are_priced_and_rounded() {
+fn an_order_discount_over_exact_subtotals_is_split_in_whole_minor_units() {
+    // 1.00 over 10.0005 and 0.005: shares rounded down (0.99, 0.00), the cent left to the
+    // larger line: 1.00 and 0.00; the nets stay exact.
+    let lines = [
+        line("1", dec!(3), dec!(3.3335)),
+        line("2", dec!(1), dec!(0.0050)),
+    ];
+    let out = net_lines(Currency::USD, &lines, dec!(1.00), false).unwrap();
+    assert_eq!(shares(&out), [dec!(1.00), dec!(0.00)]);
+    assert_eq!(out[0].net, dec!(9.0005));
+    assert_eq!(out[1].net, dec!(0.005));
+}
+
+#[test]
+fn fractional_quantities_are_priced_exactly() {
     let out = net_lines(
         Currency::USD,
         &[line("1", dec!(1.5), dec!(3.33))],
@@ -152,8 +169,8 @@ fn fractional_quantities_are_priced_and_rounded() {
         false,
     )
     .unwrap();
-    // 4.995 -> 5.00 (half-even: 4.99|5 rounds to the even 5.00).
-    assert_eq!(out[0].net, dec!(5.00));
+    // 1.5 x 3.33 = 4.995, kept exact; the payout is what gets rounded.
+    assert_eq!(out[0].net, dec!(4.995));
 }
 
 #[test]

@@ -419,3 +419,151 @@ fn the_stream_name_follows_the_platform_shop_and_order() {
         "order-shopify-acme.myshopify.com-820982911946154508"
     );
 }
+
+#[test]
+fn a_ladder_shorter_than_the_classes_calculates_every_order() {
+    // Given a plan whose only rank is paid on level 1 while retail pays three levels, and a
+    // five-member upline,
+    let mut context = FixedContext::gold_line();
+    context.plan.ranks = vec![upline_domain::plan::RankRung {
+        name: rank("gold"),
+        paid_levels: 1,
+    }];
+    context.plan.validate().expect("a valid plan");
+    let state = given(&[]);
+    let events = decide(
+        &state,
+        &key(),
+        &OrderCommand::RecordOrder(order_details()),
+        &context,
+    )
+    .unwrap();
+    let state = OrderState::from_events(&events);
+    // when the order is paid,
+    let events = decide(
+        &state,
+        &key(),
+        &OrderCommand::RecordPayment { paid_at: t(11) },
+        &context,
+    )
+    .expect("the snapshot is as deep as the plan pays, never 'too shallow'");
+    // then only the seller is paid, on level 1: 10 % of 100.00 retail and 20 % of the kit's CV.
+    let state = OrderState::from_events(&events);
+    assert_eq!(holdings(&state), vec![("d0".to_string(), dec!(20.00))]);
+    let Some(OrderEvent::CommissionCalculated { inputs, .. }) = events.last() else {
+        panic!("expected a calculation, got {:?}", names(&events));
+    };
+    assert_eq!(inputs.snapshot.members.len(), 1);
+}
+
+#[test]
+fn a_refund_of_one_of_three_units_keeps_an_exact_amount() {
+    // Given a paid order of 3 x 3.33 (9.99) retail,
+    let mut details = order_details();
+    details.lines = vec![line("1", "SUPP001", dec!(3), dec!(3.33))];
+    let paid = history(vec![
+        OrderCommand::RecordOrder(details),
+        OrderCommand::RecordPayment { paid_at: t(11) },
+    ]);
+    // when one unit is refunded without a stated amount,
+    let state = given(&paid);
+    let events = when(
+        &state,
+        OrderCommand::RecordRefund(refund("r1", &[("1", dec!(1))])),
+    )
+    .unwrap();
+    // then the line keeps 9.99 - round_down(9.99 / 3) = 9.99 - 3.33 = 6.66, with no long
+    // fraction anywhere in the events.
+    let Some(OrderEvent::CommissionRecalculated {
+        outcome: Some(outcome),
+        ..
+    }) = events.last()
+    else {
+        panic!("expected a recalculation, got {:?}", names(&events));
+    };
+    assert_eq!(outcome.commissionable_base, dec!(6.66));
+    let json = serde_json::to_string(&events).unwrap();
+    assert!(!json.contains("6.666"), "{json}");
+}
+
+#[test]
+fn a_refund_that_states_its_amount_takes_that_amount() {
+    let mut details = order_details();
+    details.lines = vec![line("1", "SUPP001", dec!(3), dec!(3.33))];
+    let paid = history(vec![
+        OrderCommand::RecordOrder(details),
+        OrderCommand::RecordPayment { paid_at: t(11) },
+    ]);
+    let mut r = refund("r1", &[("1", dec!(1))]);
+    if let RefundScope::Lines(lines) = &mut r.scope {
+        lines[0].stated_net = Some(dec!(3.00));
+    }
+    let events = when(&given(&paid), OrderCommand::RecordRefund(r)).unwrap();
+    let Some(OrderEvent::CommissionRecalculated {
+        outcome: Some(outcome),
+        ..
+    }) = events.last()
+    else {
+        panic!("expected a recalculation, got {:?}", names(&events));
+    };
+    assert_eq!(outcome.commissionable_base, dec!(6.99));
+}
+
+/// A context whose shop lets test orders earn (`test_orders = "earn"`).
+struct TestOrdersEarn(FixedContext);
+
+impl CalculationContext for TestOrdersEarn {
+    fn plan_in_force(
+        &self,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Option<&upline_domain::plan::CommissionPlan> {
+        self.0.plan_in_force(at)
+    }
+    fn sku_mapping(
+        &self,
+        platform: upline_domain::ids::Platform,
+        platform_sku: &str,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Option<&upline_domain::catalog::SkuMapping> {
+        self.0.sku_mapping(platform, platform_sku, at)
+    }
+    fn snapshot(
+        &self,
+        distributor: &upline_domain::ids::DistributorId,
+        at: chrono::DateTime<chrono::Utc>,
+        request: &upline_domain::snapshot::SnapshotRequest,
+    ) -> Result<upline_domain::snapshot::HierarchySnapshot, String> {
+        self.0.snapshot(distributor, at, request)
+    }
+    fn test_orders_earn(&self, _key: &OrderKey) -> bool {
+        true
+    }
+}
+
+#[test]
+fn a_test_order_is_recorded_but_earns_only_where_the_shop_says_so() {
+    let mut details = order_details();
+    details.test = true;
+    let commands = [
+        OrderCommand::RecordOrder(details),
+        OrderCommand::RecordPayment { paid_at: t(11) },
+    ];
+    let run = |context: &dyn CalculationContext| {
+        let mut state = OrderState::default();
+        let mut all = Vec::new();
+        for c in &commands {
+            for e in decide(&state, &key(), c, context).unwrap() {
+                evolve(&mut state, &e);
+                all.push(e);
+            }
+        }
+        (state, all)
+    };
+    // By default: placed and paid are recorded, nothing is calculated.
+    let (state, events) = run(&FixedContext::gold_line());
+    assert_eq!(names(&events), vec!["OrderPlaced", "OrderPaid"]);
+    assert!(state.holdings.is_empty());
+    // With test_orders = "earn": calculated like any order.
+    let (state, _) = run(&TestOrdersEarn(FixedContext::gold_line()));
+    assert!(!state.holdings.is_empty());
+}

@@ -170,7 +170,6 @@ rates = []
         "classes.retail.rates[1]",
         "classes.retail.rates[2]",
         "classes.retail.rates[3]",
-        "classes.kit.rates",
     ];
     for field in expected {
         assert!(e.has_field(field), "no problem reported on {field}:\n{e}");
@@ -324,13 +323,17 @@ fn every_rate_must_be_between_zero_and_one() {
 }
 
 #[test]
-fn each_class_has_between_one_and_max_levels_rates() {
+fn each_class_has_at_most_max_levels_rates_and_may_pay_nothing() {
     let list = r#"rates = ["0.10", "0.05", "0.03"]"#;
-    refused(
-        &with(list, "rates = []"),
-        "classes.retail.rates",
-        "at least one",
-    );
+    // A class that pays nothing is written `rates = []`, beside one that pays.
+    let with_free_class = format!("{BASE}\n[classes.samples]\nrates = []\n");
+    let plan = CommissionPlan::from_toml(&with_free_class).expect("rates = [] is valid");
+    let samples = upline_domain::ids::CommissionClass::new("samples").unwrap();
+    assert_eq!(plan.rate(&samples, 1), Some(rust_decimal::Decimal::ZERO));
+    // A plan whose only class pays nothing is valid too: nobody earns, nothing fails.
+    let nothing =
+        CommissionPlan::from_toml(&with(list, "rates = []")).expect("a plan paying nothing");
+    assert_eq!(nothing.paid_depth(), 0);
     refused(&with(list, ""), "classes.retail.rates", "missing");
     let rates = |n: u32| {
         let items: Vec<String> = (0..n).map(|_| "\"0.001\"".to_string()).collect();

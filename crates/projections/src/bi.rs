@@ -291,7 +291,18 @@ impl OrderBook {
                 base: l.net,
             })
             .collect();
-        let remaining = order::remaining_lines(&commissionable, self.refunds.values());
+        let currency = self.details.as_ref().map(|d| d.currency).or_else(|| {
+            let outcome = self.outcome.as_ref()?;
+            upline_domain::money::Currency::from_code(&outcome.currency).ok()
+        });
+        // BI keeps net and PV; which base a CV SKU had does not matter here. Without a currency
+        // nothing has been recorded that a refund could apply to.
+        let remaining = match currency {
+            Some(currency) => {
+                order::kept_lines(currency, &commissionable, |_| false, self.refunds.values())
+            }
+            None => commissionable,
+        };
         Ok(self
             .lines
             .iter()

@@ -390,7 +390,7 @@ impl OrderBook {
         if !self.due() {
             return;
         }
-        let lines = order::remaining_lines(&inputs.lines, self.refunds.values());
+        let lines = order::remaining_lines(inputs, self.refunds.values());
         match engine::calculate(inputs.currency, &lines, &inputs.snapshot, &inputs.plan) {
             Ok(outcome) => {
                 self.expected = outcome

@@ -161,11 +161,25 @@ impl CalculationContext for FixedContext {
         &self,
         distributor: &DistributorId,
         at: DateTime<Utc>,
-        _request: &SnapshotRequest,
+        request: &SnapshotRequest,
     ) -> Result<HierarchySnapshot, String> {
         match self.chain.first() {
             Some(first) if &first.distributor_id == distributor => {
-                Ok(snapshot(at, self.chain.clone(), true))
+                // As deep as the request asks, like the network's own snapshot: members until
+                // `levels` levels are used; at the top only when the chain ran out.
+                let mut levels = 0;
+                let mut members = Vec::new();
+                for m in &self.chain {
+                    if levels >= request.levels {
+                        break;
+                    }
+                    if request.uses_level(m.status) {
+                        levels += 1;
+                    }
+                    members.push(m.clone());
+                }
+                let reached_top = members.len() == self.chain.len();
+                Ok(snapshot(at, members, reached_top))
             }
             _ => Err(format!("distributor {distributor} is not registered")),
         }
