@@ -104,12 +104,12 @@ fn explain_prints_a_breakdown_a_person_can_check() {
         "{out}"
     );
     // The cap shows its rounding down: 0.40 x 98.67 = 39.468 -> 39.46.
+    assert!(out.contains("0.4 x 98.67 = 39.468 -> 39.46 USD"), "{out}");
+    // Amounts in the table are in the currency's scale (exact values are in --format json).
     assert!(
-        out.contains("0.4 x 98.67 = 39.468 -> 39.46 USD"),
+        out.contains("  1      11043        2     retail       39.05  0.1   3.90"),
         "{out}"
     );
-    // Amounts in the table are in the currency's scale (exact values are in --format json).
-    assert!(out.contains("  1      11043        2     retail       39.05  0.1   3.90"), "{out}");
     assert!(
         out.contains("Shipping 5.00 and tax 11.71 are not commissionable"),
         "{out}"
@@ -151,7 +151,10 @@ fn explain_shows_what_a_refund_reverses() {
     // Without the supplements, 11043 keeps 2.50 + 0.962 = 3.462 -> 3.46: a change of -3.91.
     assert!(out.contains("Recalculated"), "{out}");
     assert!(out.contains("11043        7.37  3.46  -3.91"), "{out}");
-    assert!(out.contains("refund r1: 2 x line 2 at 2026-09-01T00:00:00Z"), "{out}");
+    assert!(
+        out.contains("refund r1: 2 x line 2 at 2026-09-01T00:00:00Z"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -169,7 +172,10 @@ fn explain_shows_a_partial_refund_by_quantity_in_the_currency_scale() {
     // then line 2 keeps 39.05 - round_down(39.05 / 2) = 39.05 - 19.52 = 19.53, line 3 nothing,
     // and no long fraction is printed anywhere.
     assert!(out.contains("refund r1: 1 x line 3, 1 x line 2"), "{out}");
-    assert!(out.contains("  1      11043        2     retail       19.53  0.1   1.95"), "{out}");
+    assert!(
+        out.contains("  1      11043        2     retail       19.53  0.1   1.95"),
+        "{out}"
+    );
     assert!(!out.contains("19.525"), "{out}");
 }
 
@@ -196,10 +202,16 @@ fn explain_pays_nothing_to_a_rank_off_the_ladder_and_names_the_ladder() {
         "--network",
         path.to_str().unwrap(),
     ]);
-    assert!(o.status.success(), "an off-ladder rank never fails the order: {}", stderr(&o));
+    assert!(
+        o.status.success(),
+        "an off-ladder rank never fails the order: {}",
+        stderr(&o)
+    );
     let out = stdout(&o);
     assert!(
-        out.contains("rank diamond is not on the plan's rank ladder (member 1, bronze 2, silver 4, gold 6)"),
+        out.contains(
+            "rank diamond is not on the plan's rank ladder (member 1, bronze 2, silver 4, gold 6)"
+        ),
         "{out}"
     );
     assert!(!out.contains("= 11043"), "{out}");

@@ -9,9 +9,10 @@
 //! - a unit price may carry up to [`MAX_UNIT_PRICE_SCALE`] decimals (or the currency's minor
 //!   unit, if more); the subtotal is exactly quantity x unit price, never rounded (no amount is
 //!   rounded before the per-beneficiary payout, except where a whole amount is split);
-//! - discounts, taxes and the order discount are amounts the customer was actually charged or
-//!   credited, so they must already be whole minor units: a fraction of a cent there means the
-//!   payload is wrong, and guessing a rounding would hide it.
+//! - taxes and the order discount are amounts the customer was actually charged or credited, so
+//!   they must already be whole minor units: a fraction of a cent there means the payload is
+//!   wrong, and guessing a rounding would hide it. A line discount may carry as many decimals as
+//!   a unit price, where a transform derived the unit price from a stated line total.
 //!
 //! **The split rule** ([`split`]), used wherever one whole amount is spread over lines (the
 //! order-level discount here; a refund known only as an amount in `order::remaining_lines`): each
@@ -234,7 +235,7 @@ fn price(currency: Currency, line: &OrderLine) -> Result<Priced<'_>, NetAmountEr
             max_scale,
         });
     }
-    let whole = |field: &'static str, amount: Decimal| -> Result<Decimal, NetAmountError> {
+    let non_negative = |field: &'static str, amount: Decimal| -> Result<Decimal, NetAmountError> {
         if amount < Decimal::ZERO {
             return Err(NetAmountError::NegativeAmount {
                 line: id(),
@@ -242,6 +243,10 @@ fn price(currency: Currency, line: &OrderLine) -> Result<Priced<'_>, NetAmountEr
                 amount,
             });
         }
+        Ok(amount)
+    };
+    let whole = |field: &'static str, amount: Decimal| -> Result<Decimal, NetAmountError> {
+        non_negative(field, amount)?;
         if !currency.is_whole_minor_units(amount) {
             return Err(NetAmountError::NotWholeMinorUnits {
                 line: id(),
@@ -252,7 +257,14 @@ fn price(currency: Currency, line: &OrderLine) -> Result<Priced<'_>, NetAmountEr
         }
         Ok(amount)
     };
-    let discount = whole("discount", line.discount)?;
+    // A line discount may carry a unit price's decimals: a transform that derives the unit price
+    // from a stated line total (WooCommerce: 10.00 for 3 units is 3 x 3.3334 less 0.0002) puts
+    // the sub-cent difference there, so that the net is the platform's total exactly.
+    let discount = if line.discount.normalize().scale() <= max_scale {
+        non_negative("discount", line.discount)?
+    } else {
+        whole("discount", line.discount)?
+    };
     let tax = whole("tax", line.tax)?;
     // Exact: a 3.333 unit price on 3 units is 9.999, not 10.00.
     let subtotal = line

@@ -740,8 +740,8 @@ pub fn remaining_lines<'a>(
 /// 2. **By amount** (`RefundScope::NetAmount`, only an amount is known). The amounts together are
 ///    spread over the kept nets by the split rule (`net::split`: shares rounded down to the minor
 ///    unit, the remainder to the largest line, ties to the first). A line's net loses its share;
-///    a base that is the net follows it; a CV base and the PV shrink in the same proportion,
-///    rounded down to the minor unit.
+///    a base that is the net follows it; a CV base and the PV shrink in the proportion the order's
+///    kept net did (exact to 12 decimals, rounded down beyond).
 pub fn kept_lines<'a>(
     currency: Currency,
     lines: &[CommissionableLine],
@@ -758,16 +758,27 @@ pub fn kept_lines<'a>(
     }
     let kept_nets: Vec<Decimal> = by_quantity.iter().map(|l| l.net).collect();
     let kept_net: Decimal = kept_nets.iter().sum();
-    let shares = net::split(currency, amount_refunded.min(kept_net), &kept_nets)
-        .unwrap_or_else(|| kept_nets.clone());
+    let refunded = amount_refunded.min(kept_net);
+    let shares = net::split(currency, refunded, &kept_nets).unwrap_or_else(|| kept_nets.clone());
+    let order_kept = OrderShare {
+        kept: kept_net - refunded,
+        of: kept_net,
+    };
     by_quantity
         .into_iter()
         .zip(shares)
         .map(|(line, share)| {
             let cv = base_is_cv(&line);
-            take_amount(currency, line, share, cv)
+            take_amount(line, share, cv, order_kept)
         })
         .collect()
+}
+
+/// The part of the order's kept net that an amount refund leaves: `kept` of `of`.
+#[derive(Clone, Copy)]
+struct OrderShare {
+    kept: Decimal,
+    of: Decimal,
 }
 
 fn kept_by_quantity<'a>(
@@ -802,9 +813,9 @@ fn kept_by_quantity<'a>(
         return kept;
     }
     kept.net = (line.net - refunded_net).max(Decimal::ZERO);
-    kept.pv = exact_or_down(currency, per_units(line.pv, kept_units, line.quantity));
+    kept.pv = exact_or_down(per_units(line.pv, kept_units, line.quantity));
     kept.base = if base_is_cv {
-        exact_or_down(currency, per_units(line.base, kept_units, line.quantity))
+        exact_or_down(per_units(line.base, kept_units, line.quantity))
     } else {
         kept.net
     };
@@ -822,38 +833,45 @@ fn per_units(value: Decimal, part: Decimal, whole: Decimal) -> Decimal {
         .unwrap_or(Decimal::ZERO)
 }
 
-/// A value that is exact within [`crate::money::MAX_AMOUNT_SCALE`] decimals is kept; a longer
-/// fraction (CV or PV per unit that do not divide evenly) is rounded down to the minor unit.
-fn exact_or_down(currency: Currency, value: Decimal) -> Decimal {
+/// A value that is exact within [`crate::money::MAX_AMOUNT_SCALE`] decimals is kept as it is;
+/// a longer fraction (a CV or PV scaled by a ratio that does not divide evenly) is cut to that
+/// many decimals, rounding down. Far below any minor unit, and always readable.
+fn exact_or_down(value: Decimal) -> Decimal {
     let value = value.normalize();
     if value.scale() <= crate::money::MAX_AMOUNT_SCALE {
         value
     } else {
-        currency.round_down(value)
+        value
+            .round_dp_with_strategy(
+                crate::money::MAX_AMOUNT_SCALE,
+                rust_decimal::RoundingStrategy::ToZero,
+            )
+            .normalize()
     }
 }
 
-/// Takes a refund's `share` of the line's net off it; the base and PV follow (see `kept_lines`).
+/// Takes a refund's `share` of the line's net off it. A base that is the net follows it; a CV
+/// base and the PV shrink as the order's kept net did ("commissions are reversed pro rata" to a
+/// refund known only as an amount), whether or not this line's net took a share.
 fn take_amount(
-    currency: Currency,
     mut line: CommissionableLine,
     share: Decimal,
     base_is_cv: bool,
+    order: OrderShare,
 ) -> CommissionableLine {
-    if share.is_zero() {
-        return line;
-    }
-    let before = line.net;
-    let after = (before - share).max(Decimal::ZERO);
     let shrink = |value: Decimal| -> Decimal {
-        if after.is_zero() {
+        if order.kept <= Decimal::ZERO {
             Decimal::ZERO
         } else {
-            exact_or_down(currency, per_units(value, after, before))
+            exact_or_down(per_units(value, order.kept, order.of))
         }
     };
+    line.net = (line.net - share).max(Decimal::ZERO);
     line.pv = shrink(line.pv);
-    line.base = if base_is_cv { shrink(line.base) } else { after };
-    line.net = after;
+    line.base = if base_is_cv {
+        shrink(line.base)
+    } else {
+        line.net
+    };
     line
 }

@@ -297,12 +297,16 @@ fn malformed_lines_are_refused_with_their_id() {
         net_lines(usd, &[bad], dec!(0), false),
         Err(NetAmountError::NegativeAmount { field: "tax", .. })
     ));
+    // A line discount may carry a unit price's decimals (4), no more.
+    let mut derived = ok.clone();
+    derived.discount = dec!(0.005);
+    assert!(net_lines(usd, &[derived], dec!(0), false).is_ok());
     let mut bad = ok.clone();
-    bad.discount = dec!(0.005);
+    bad.discount = dec!(0.00005);
     let err = net_lines(usd, &[bad], dec!(0), false).unwrap_err();
     assert_eq!(
         err.to_string(),
-        "line 1: discount 0.005 is not a whole number of USD minor units"
+        "line 1: discount 0.00005 is not a whole number of USD minor units"
     );
     let mut bad = ok.clone();
     bad.tax = dec!(0.001);

@@ -567,3 +567,37 @@ fn a_test_order_is_recorded_but_earns_only_where_the_shop_says_so() {
     let (state, _) = run(&TestOrdersEarn(FixedContext::gold_line()));
     assert!(!state.holdings.is_empty());
 }
+
+#[test]
+fn a_recalculation_recorded_with_a_28_digit_fraction_still_decodes() {
+    // Given a CommissionRecalculated as an earlier version recorded it after a refund of 1 of 3
+    // units (the kept base scaled by 2/3, 28 significant digits),
+    let events = history(vec![
+        PLACED(),
+        PAID(),
+        OrderCommand::RecordRefund(refund("r1", &[("l1", dec!(1))])),
+    ]);
+    let recalculated = events
+        .iter()
+        .find(|e| matches!(e, OrderEvent::CommissionRecalculated { .. }))
+        .expect("a recalculation");
+    let enc = upline_domain::events::encode(recalculated).unwrap();
+    let mut body: serde_json::Value = serde_json::from_slice(&enc.data).unwrap();
+    body["outcome"]["commissionable_base"] = "66.666666666666666666666666667".into();
+    body["outcome"]["lines"][0]["base"] = "66.666666666666666666666666667".into();
+    let stored = serde_json::to_vec(&body).unwrap();
+    // when it is read back, then it decodes with the amounts exactly as written.
+    let back: OrderEvent = upline_domain::events::decode(&enc.event_type, &stored)
+        .expect("what was written reads back");
+    let OrderEvent::CommissionRecalculated {
+        outcome: Some(outcome),
+        ..
+    } = back
+    else {
+        panic!("decoded as another event");
+    };
+    assert_eq!(
+        outcome.commissionable_base.to_string(),
+        "66.666666666666666666666666667"
+    );
+}

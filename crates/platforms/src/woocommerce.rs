@@ -15,8 +15,9 @@
 //! - **Unit price and discount** come from `subtotal` / `quantity` and `subtotal - total`: the
 //!   payload's `price` is `total / quantity` as a float (`3.3333333333333335`), neither exact nor
 //!   pre-discount. When `subtotal / quantity` has more than 4 decimals (the domain's limit), the
-//!   unit price is rounded *up* to 4 decimals and the few minor units that adds to the subtotal
-//!   are added to the line's discount, so the line's net stays exactly `total`.
+//!   unit price is rounded *up* to 4 decimals and what that adds to the exact subtotal
+//!   (quantity x unit price, 0.0002 for 3 x 3.3334) is added to the line's discount, so the
+//!   line's net stays exactly `total`.
 //! - **Coupons are already on the lines** (`subtotal - total` includes every coupon's share), so
 //!   the order discount is 0; `discount_total` would count them twice.
 //! - **Catalog key**: `sku`, else `variation_id`, else `product_id` (as text, non-zero).
@@ -185,7 +186,7 @@ fn order_update(shop: &ShopId, order: &Order) -> Result<Interpretation, PayloadE
     check_line_count("line_items", order.line_items.len())?;
     let mut lines = Vec::with_capacity(order.line_items.len());
     for (i, item) in order.line_items.iter().enumerate() {
-        if let Some(line) = line(currency, i, item)? {
+        if let Some(line) = line(i, item)? {
             lines.push(line);
         }
     }
@@ -236,7 +237,7 @@ fn order_update(shop: &ShopId, order: &Order) -> Result<Interpretation, PayloadE
     }))
 }
 
-fn line(currency: Currency, i: usize, item: &LineItem) -> Result<Option<OrderLine>, PayloadError> {
+fn line(i: usize, item: &LineItem) -> Result<Option<OrderLine>, PayloadError> {
     let path = format!("line_items[{i}]");
     let Some(quantity) = common::ordered_quantity(&format!("{path}.quantity"), item.quantity.0)?
     else {
@@ -258,12 +259,9 @@ fn line(currency: Currency, i: usize, item: &LineItem) -> Result<Option<OrderLin
     let unit_price = exact
         .round_dp_with_strategy(MAX_UNIT_PRICE_SCALE, RoundingStrategy::AwayFromZero)
         .normalize();
-    let priced = quantity
-        .checked_mul(unit_price)
-        .map(|s| currency.round(s))
-        .ok_or_else(overflow)?;
-    // Rounding the unit price up adds at most a few minor units to the subtotal; they go to the
-    // discount so that the net is exactly the line's total.
+    let priced = quantity.checked_mul(unit_price).ok_or_else(overflow)?;
+    // Rounding the unit price up adds a little to the exact subtotal (3 x 3.3334 = 10.0002); it
+    // goes to the discount so that the net is exactly the line's total.
     let residual = (priced - base).max(Decimal::ZERO);
     let discount = base - total + residual;
 

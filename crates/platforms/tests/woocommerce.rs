@@ -236,7 +236,8 @@ fn a_unit_price_that_does_not_divide_keeps_the_line_net_exact() {
     ]);
     let order = update(run("order.created", &bytes(&body))).order.unwrap();
     assert_eq!(order.lines[0].unit_price, dec!(3.3334));
-    assert_eq!(order.lines[0].discount, dec!(0));
+    // 3 x 3.3334 = 10.0002: the 0.0002 goes to the discount, so the net is exactly 10.00.
+    assert_eq!(order.lines[0].discount, dec!(0.0002));
     // 300 x 3.3334 = 1000.02: the 0.02 goes to the discount.
     assert_eq!(order.lines[1].platform_sku, "61");
     assert_eq!(order.lines[1].unit_price, dec!(3.3334));
