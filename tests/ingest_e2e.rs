@@ -30,6 +30,8 @@ const SHOPIFY_SECRET: &str = "ingest-shopify-secret";
 const WOO_SHOP: &str = "woo.example.com";
 const WOO_SECRET: &str = "ingest-woo-secret";
 const TOKEN: &str = "ingest-bearer-token-0123456789";
+/// A replay window (hours) that takes the platforms' documentation samples (2008 on) as fresh.
+const FIXTURE_WINDOW_HOURS: u32 = 24 * 366 * 30;
 
 fn fixture(name: &str) -> String {
     std::fs::read_to_string(Path::new(FIXTURES).join(name)).expect("fixture is in the repository")
@@ -55,18 +57,21 @@ async fn start() -> Harness {
                     shop: ShopId::new(SHOPIFY_SHOP).unwrap(),
                     secrets: vec![SHOPIFY_SECRET.into()],
                     public_keys_pem: vec![],
+                    test_orders: Default::default(),
                 },
                 ShopConfig {
                     platform: Platform::Woocommerce,
                     shop: ShopId::new(WOO_SHOP).unwrap(),
                     secrets: vec![WOO_SECRET.into()],
                     public_keys_pem: vec![],
+                    test_orders: Default::default(),
                 },
                 ShopConfig {
                     platform: Platform::Magento,
                     shop: ShopId::new("main").unwrap(),
                     secrets: vec![],
                     public_keys_pem: vec![fixture("adobe_test_public.pem")],
+                    test_orders: Default::default(),
                 },
             ],
             api_keys: vec![ApiKeyConfig {
@@ -75,6 +80,9 @@ async fn start() -> Harness {
                 bearer_token: Some(TOKEN.into()),
                 hmac_secret: None,
             }],
+            // The documentation samples are dated years ago: a window that takes them as fresh
+            // (the replay test below uses the default).
+            replay_window_hours: FIXTURE_WINDOW_HOURS,
             ..GatewayConfig::default()
         },
         ..ServeConfig::default()

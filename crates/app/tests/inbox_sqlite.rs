@@ -146,6 +146,7 @@ async fn a_hundred_concurrent_copies_store_exactly_one() {
         match task.await.unwrap().unwrap() {
             Acceptance::New { id } => new.push(id),
             Acceptance::Duplicate { id } => duplicates.push(id),
+            Acceptance::Conflict { id } => panic!("the same body conflicted with {id}"),
         }
     }
     assert_eq!(new.len(), 1, "exactly one copy is new");

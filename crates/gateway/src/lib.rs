@@ -34,7 +34,7 @@ use sha2::{Digest, Sha256};
 use upline_app::inbox::Inbox;
 use upline_domain::ids::{Platform, ShopId};
 
-pub use config::{ApiKeyConfig, ConfigError, GatewayConfig, ShopConfig};
+pub use config::{ApiKeyConfig, ConfigError, GatewayConfig, ShopConfig, TestOrders};
 pub use telemetry::DeliveryOutcome;
 
 /// The gateway's shared state: validated configuration, the inbox, the readiness flag. Cheap to
@@ -50,6 +50,8 @@ pub(crate) struct Inner {
     pub(crate) only_magento_shop: Option<ShopId>,
     pub(crate) api_keys: Vec<ApiKey>,
     pub(crate) max_body_bytes: usize,
+    /// How old a delivery's own time may be before it is parked instead of processed.
+    pub(crate) replay_window: chrono::Duration,
     pub(crate) inbox: Arc<dyn Inbox>,
     pub(crate) ready: Arc<AtomicBool>,
     /// Permits for [`limits::MAX_WEBHOOKS_IN_FLIGHT`].
@@ -79,6 +81,7 @@ impl Gateway {
     pub fn new(config: GatewayConfig, inbox: Arc<dyn Inbox>) -> Result<Gateway, ConfigError> {
         config.validate()?;
         webhook::check_public_keys(&config)?;
+        let replay_window = config.replay_window();
         let mut shops = HashMap::with_capacity(config.shops.len());
         let mut magento = Vec::new();
         for shop in config.shops {
@@ -123,6 +126,7 @@ impl Gateway {
                 only_magento_shop,
                 api_keys,
                 max_body_bytes: config.max_body_bytes,
+                replay_window,
                 inbox,
                 ready: Arc::new(AtomicBool::new(false)),
                 in_flight: Arc::new(tokio::sync::Semaphore::new(limits::MAX_WEBHOOKS_IN_FLIGHT)),

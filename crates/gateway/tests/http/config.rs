@@ -67,6 +67,7 @@ fn shop(platform: Platform, name: &str, secrets: &[&str]) -> ShopConfig {
         shop: name.parse().unwrap(),
         secrets: secrets.iter().map(|s| s.to_string()).collect(),
         public_keys_pem: vec![],
+        test_orders: Default::default(),
     }
 }
 

@@ -65,6 +65,7 @@ async fn with_several_magento_shops_the_shop_must_be_named() {
         shop: "second-magento.example.com".parse().unwrap(),
         secrets: vec![],
         public_keys_pem: vec![fixture_text("magento_test_public_key.pem")],
+        test_orders: Default::default(),
     });
     let server = Server::start_with(config).await;
     let body = magento_order_envelope("6f7a1f0e-7d43-4a0c-9a51-0c1b8e3f3f33");
