@@ -84,13 +84,19 @@ async fn a_duplicate_is_refused_with_the_first_id_and_counted() {
     let first = delivery("acme.myshopify.com", "evt-1");
     let id = new_id(&inbox, first.clone()).await;
 
-    // Same event, delivered again (a new webhook id, another body).
+    // Same event, delivered again (a new webhook id, the same body).
     let mut again = first.clone();
     again.delivery_id = "webhook-retry".to_owned();
-    again.body = b"{}".to_vec();
     assert_eq!(
         inbox.accept(again.clone()).await.unwrap(),
         Acceptance::Duplicate { id }
+    );
+    // The same key with another body is a conflict: nothing stored, not counted as a repeat.
+    let mut changed = first.clone();
+    changed.body = b"{}".to_vec();
+    assert_eq!(
+        inbox.accept(changed).await.unwrap(),
+        Acceptance::Conflict { id }
     );
 
     let items = inbox.claim(10, LONG).await.unwrap();
