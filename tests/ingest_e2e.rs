@@ -403,7 +403,9 @@ async fn a_reposted_unpaid_body_under_paid_or_cancelled_topics_posts_no_commissi
     assert!(h.events(stream).await.contains(&"OrderPaid".to_string()));
     let ledger = h.ledger().await;
     assert!(
-        ledger.get("distributor-11043").is_some_and(|b| *b > Decimal::ZERO),
+        ledger
+            .get("distributor-11043")
+            .is_some_and(|b| *b > Decimal::ZERO),
         "the real payment pays: {ledger:?}"
     );
 }
@@ -417,7 +419,11 @@ async fn a_test_order_earns_nothing_unless_the_shop_says_test_orders_earn() {
 
     let recording = start_with(72, TestOrders::Record).await;
     let (status, answer) = recording.shopify("orders/paid", "evt-7101", &body).await;
-    assert_eq!((status, answer["status"].as_str()), (200, Some("accepted")), "{answer}");
+    assert_eq!(
+        (status, answer["status"].as_str()),
+        (200, Some("accepted")),
+        "{answer}"
+    );
     recording.idle().await;
     let events = recording.events(stream).await;
     assert!(events.contains(&"OrderPaid".to_string()), "{events:?}");
@@ -429,7 +435,9 @@ async fn a_test_order_earns_nothing_unless_the_shop_says_test_orders_earn() {
     earning.idle().await;
     let ledger = earning.ledger().await;
     assert!(
-        ledger.get("distributor-11043").is_some_and(|b| *b > Decimal::ZERO),
+        ledger
+            .get("distributor-11043")
+            .is_some_and(|b| *b > Decimal::ZERO),
         "{ledger:?}"
     );
 }

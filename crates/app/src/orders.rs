@@ -16,8 +16,8 @@ use upline_domain::catalog::SkuMapping;
 use upline_domain::company::Company;
 use upline_domain::ids::{DistributorId, Platform, ShopId};
 use upline_domain::order::{
-    self, CalculationContext, OrderCommand, OrderDetails, OrderEvent, OrderKey, OrderState,
-    Refund, RefundScope,
+    self, CalculationContext, OrderCommand, OrderDetails, OrderEvent, OrderKey, OrderState, Refund,
+    RefundScope,
 };
 use upline_domain::plan::CommissionPlan;
 use upline_domain::snapshot::{HierarchySnapshot, SnapshotRequest};
@@ -104,8 +104,7 @@ fn as_known<'a>(state: &'a OrderState, refund: &'a Refund) -> &'a Refund {
     let same_units = match (&known.scope, &refund.scope) {
         (RefundScope::Lines(a), RefundScope::Lines(b)) => {
             a.len() == b.len()
-                && a
-                    .iter()
+                && a.iter()
                     .zip(b)
                     .all(|(x, y)| x.line_id == y.line_id && x.quantity == y.quantity)
         }

@@ -1,6 +1,7 @@
-//! upline's HTTP edge. Platform webhooks are verified over their raw bytes, interpreted once to
-//! reject what cannot be processed, and written to the durable inbox before the platform gets its
-//! 200; the worker behind the inbox does the commission work. Also `/healthz`, `/readyz` and
+//! upline's HTTP edge. Platform webhooks are verified over their raw bytes, interpreted once (and
+//! checked against the replay window) to park what cannot be processed now, and written to the
+//! durable inbox before the platform gets its 2xx; the worker behind the inbox does the
+//! commission work. Also `/healthz`, `/readyz` and
 //! `/metrics`.
 //!
 //! ```no_run

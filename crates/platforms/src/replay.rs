@@ -105,12 +105,11 @@ fn fresh(
     window: Duration,
 ) -> Result<(), PayloadError> {
     let at = parse_time(text).map_err(|e| {
-        PayloadError::new(
-            field,
-            format!("{e}: the replay window cannot be checked"),
-        )
+        PayloadError::new(field, format!("{e}: the replay window cannot be checked"))
     })?;
-    let oldest = now.checked_sub_signed(window).unwrap_or(DateTime::<Utc>::MIN_UTC);
+    let oldest = now
+        .checked_sub_signed(window)
+        .unwrap_or(DateTime::<Utc>::MIN_UTC);
     if at < oldest {
         return Err(PayloadError::new(
             field,

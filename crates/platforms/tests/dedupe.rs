@@ -247,8 +247,20 @@ fn an_unsigned_header_cannot_forge_a_repeat_or_a_fact() {
     let same_id = headers(&[("x-shopify-event-id", "ev-42")]);
 
     // A real later event reusing a captured id is not taken as a repeat of the captured body.
-    let captured = key(Platform::Shopify, &same_id, &shop(), "orders/updated", &pending);
-    let real = key(Platform::Shopify, &same_id, &shop(), "orders/updated", &paid);
+    let captured = key(
+        Platform::Shopify,
+        &same_id,
+        &shop(),
+        "orders/updated",
+        &pending,
+    );
+    let real = key(
+        Platform::Shopify,
+        &same_id,
+        &shop(),
+        "orders/updated",
+        &paid,
+    );
     assert_ne!(captured, real);
 
     // A forged new id on the captured body is a new key, but the same facts as before.

@@ -473,12 +473,27 @@ fn an_unpaid_body_reposted_under_every_order_topic_states_no_payment_or_cancella
 #[test]
 fn a_test_order_is_marked_and_a_real_one_is_not() {
     let mut body = order();
-    assert!(!update(run("orders/paid", &bytes(&body))).order.unwrap().test);
+    assert!(
+        !update(run("orders/paid", &bytes(&body)))
+            .order
+            .unwrap()
+            .test
+    );
     body["test"] = json!(true);
-    assert!(update(run("orders/paid", &bytes(&body))).order.unwrap().test);
+    assert!(
+        update(run("orders/paid", &bytes(&body)))
+            .order
+            .unwrap()
+            .test
+    );
     let real = unwrapped("shopify_rest_order_fixture_450789469.json", "order");
     assert_eq!(real["test"], false);
-    assert!(!update(run("orders/create", &bytes(&real))).order.unwrap().test);
+    assert!(
+        !update(run("orders/create", &bytes(&real)))
+            .order
+            .unwrap()
+            .test
+    );
 }
 
 #[test]
@@ -499,7 +514,10 @@ fn fractional_zero_or_negative_quantities_and_negative_prices_are_refused_naming
     let mut body = order();
     body["line_items"][1]["quantity"] = json!("3.00");
     body["line_items"][1]["price"] = json!("0.00");
-    let lines = update(run("orders/paid", &bytes(&body))).order.unwrap().lines;
+    let lines = update(run("orders/paid", &bytes(&body)))
+        .order
+        .unwrap()
+        .lines;
     assert_eq!(lines[1].quantity, dec!(3));
 }
 
@@ -520,20 +538,21 @@ fn refund_lines_state_their_net_from_the_subtotal_and_the_order_tax_treatment() 
     let mut refund = fixture_json("shopify_refunds_create.json");
     refund["refund_line_items"][0]["subtotal_set"]["shop_money"]["amount"] = json!("120.00");
     refund["refund_line_items"][0]["total_tax_set"]["shop_money"]["amount"] = json!("20.00");
-    let stated = |update: upline_platforms::model::OrderUpdate| -> Vec<Option<rust_decimal::Decimal>> {
-        let refund = update
-            .facts
-            .into_iter()
-            .find_map(|f| match f {
-                OrderFact::Refunded(r) => Some(r),
-                _ => None,
-            })
-            .expect("a refund");
-        match refund.scope {
-            RefundScope::Lines(lines) => lines.into_iter().map(|l| l.stated_net).collect(),
-            other => panic!("{other:?}"),
-        }
-    };
+    let stated =
+        |update: upline_platforms::model::OrderUpdate| -> Vec<Option<rust_decimal::Decimal>> {
+            let refund = update
+                .facts
+                .into_iter()
+                .find_map(|f| match f {
+                    OrderFact::Refunded(r) => Some(r),
+                    _ => None,
+                })
+                .expect("a refund");
+            match refund.scope {
+                RefundScope::Lines(lines) => lines.into_iter().map(|l| l.stated_net).collect(),
+                other => panic!("{other:?}"),
+            }
+        };
     // Alone, the refund cannot say whether 120.00 includes its 20.00 of tax.
     let alone = stated(update(run("refunds/create", &bytes(&refund))));
     assert_eq!(alone[0], None);

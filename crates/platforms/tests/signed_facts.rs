@@ -26,7 +26,8 @@ fn a_pending_woocommerce_order_under_every_order_topic_states_no_payment() {
     order["date_paid_gmt"] = Value::Null;
     order["date_paid"] = Value::Null;
     for topic in woocommerce::ORDER_TOPICS {
-        let update = update(interpret(Platform::Woocommerce, &shop(), topic, &bytes(&order)).unwrap());
+        let update =
+            update(interpret(Platform::Woocommerce, &shop(), topic, &bytes(&order)).unwrap());
         assert_eq!(update.facts, vec![], "{topic}");
     }
 }
@@ -49,8 +50,13 @@ fn a_new_magento_order_under_every_order_event_states_no_payment() {
     envelope["type"] = json!("com.adobe.commerce.observer.sales_order_save_after");
     envelope["data"]["value"] = order;
     let update = update(
-        interpret(Platform::Magento, &shop(), "sales_order_invoice_pay", &bytes(&envelope))
-            .unwrap(),
+        interpret(
+            Platform::Magento,
+            &shop(),
+            "sales_order_invoice_pay",
+            &bytes(&envelope),
+        )
+        .unwrap(),
     );
     assert!(update.order.is_some());
     assert_eq!(update.facts, vec![]);
@@ -85,7 +91,11 @@ fn magento_refuses_fractional_and_non_positive_quantities_and_negative_prices() 
     ] {
         let mut order = fixture_json("magento_order_rest_example.json");
         order["items"][0][name] = value.clone();
-        assert_eq!(field_of(Platform::Magento, "order", &order), field, "{value}");
+        assert_eq!(
+            field_of(Platform::Magento, "order", &order),
+            field,
+            "{value}"
+        );
     }
     // "2.0000" is two units.
     let mut order = fixture_json("magento_order_rest_example.json");
@@ -133,7 +143,8 @@ fn magento_credit_memo_rows_state_their_refunded_net() {
             {"order_item_id": 4, "qty": 2, "price": 10}
         ]
     });
-    let update = update(interpret(Platform::Magento, &shop(), "creditmemo", &bytes(&memo)).unwrap());
+    let update =
+        update(interpret(Platform::Magento, &shop(), "creditmemo", &bytes(&memo)).unwrap());
     let [OrderFact::Refunded(refund)] = update.facts.as_slice() else {
         panic!("{:?}", update.facts)
     };
@@ -141,18 +152,32 @@ fn magento_credit_memo_rows_state_their_refunded_net() {
         panic!("{:?}", refund.scope)
     };
     assert_eq!(lines[0].stated_net, Some(dec!(20.0)));
-    assert_eq!(lines[1].stated_net, None, "no row_total: allocated by quantity");
+    assert_eq!(
+        lines[1].stated_net, None,
+        "no row_total: allocated by quantity"
+    );
 
     let mut fractional = memo.clone();
     fractional["items"][0]["qty"] = json!(0.5);
-    assert_eq!(field_of(Platform::Magento, "creditmemo", &fractional), "items[0].qty");
+    assert_eq!(
+        field_of(Platform::Magento, "creditmemo", &fractional),
+        "items[0].qty"
+    );
 }
 
 #[test]
 fn woocommerce_refunds_state_only_an_amount() {
     let mut order = fixture_json("woocommerce_order_updated.json");
     order["refunds"] = json!([{"id": 726, "total": "-10.00"}]);
-    let update = update(interpret(Platform::Woocommerce, &shop(), "order.updated", &bytes(&order)).unwrap());
+    let update = update(
+        interpret(
+            Platform::Woocommerce,
+            &shop(),
+            "order.updated",
+            &bytes(&order),
+        )
+        .unwrap(),
+    );
     assert!(update.facts.iter().any(|f| matches!(
         f,
         OrderFact::Refunded(r) if matches!(r.scope, RefundScope::NetAmount(_))
@@ -175,26 +200,59 @@ fn check(
 #[test]
 fn each_platform_is_within_the_window_by_its_own_signed_time() {
     let woo = fixture_json("woocommerce_order_created.json"); // 2017-03-22T19:28:08
-    assert!(check(Platform::Woocommerce, &no_headers, &woo, "2017-03-24T19:28:08Z").is_ok());
-    let stale = check(Platform::Woocommerce, &no_headers, &woo, "2017-03-25T19:28:09Z")
-        .expect_err("older than 72 h");
+    assert!(check(
+        Platform::Woocommerce,
+        &no_headers,
+        &woo,
+        "2017-03-24T19:28:08Z"
+    )
+    .is_ok());
+    let stale = check(
+        Platform::Woocommerce,
+        &no_headers,
+        &woo,
+        "2017-03-25T19:28:09Z",
+    )
+    .expect_err("older than 72 h");
     assert_eq!(stale.field, "date_modified_gmt");
     assert!(stale.message.contains("replay window"), "{stale}");
 
     let magento = fixture_json("magento_order_rest_example.json"); // 2017-08-21 22:22:20
-    assert!(check(Platform::Magento, &no_headers, &magento, "2017-08-22T00:00:00Z").is_ok());
+    assert!(check(
+        Platform::Magento,
+        &no_headers,
+        &magento,
+        "2017-08-22T00:00:00Z"
+    )
+    .is_ok());
     assert_eq!(
-        check(Platform::Magento, &no_headers, &magento, "2017-09-01T00:00:00Z")
-            .unwrap_err()
-            .field,
+        check(
+            Platform::Magento,
+            &no_headers,
+            &magento,
+            "2017-09-01T00:00:00Z"
+        )
+        .unwrap_err()
+        .field,
         "updated_at"
     );
     let envelope = fixture_json("magento_io_events_envelope_sample.json"); // 2025-07-17T15:48
-    assert!(check(Platform::Magento, &no_headers, &envelope, "2025-07-18T00:00:00Z").is_ok());
+    assert!(check(
+        Platform::Magento,
+        &no_headers,
+        &envelope,
+        "2025-07-18T00:00:00Z"
+    )
+    .is_ok());
     assert_eq!(
-        check(Platform::Magento, &no_headers, &envelope, "2025-08-18T00:00:00Z")
-            .unwrap_err()
-            .field,
+        check(
+            Platform::Magento,
+            &no_headers,
+            &envelope,
+            "2025-08-18T00:00:00Z"
+        )
+        .unwrap_err()
+        .field,
         "time"
     );
 
@@ -219,15 +277,32 @@ fn shopify_triggered_at_can_only_make_a_delivery_more_suspicious() {
     let header = |value: &'static str| {
         move |name: &str| (name == "x-shopify-triggered-at").then(|| value.to_string())
     };
-    assert!(check(Platform::Shopify, &header("2022-01-01T23:00:00Z"), &order, now).is_ok());
-    let old = check(Platform::Shopify, &header("2021-12-01T00:00:00Z"), &order, now).unwrap_err();
+    assert!(check(
+        Platform::Shopify,
+        &header("2022-01-01T23:00:00Z"),
+        &order,
+        now
+    )
+    .is_ok());
+    let old = check(
+        Platform::Shopify,
+        &header("2021-12-01T00:00:00Z"),
+        &order,
+        now,
+    )
+    .unwrap_err();
     assert_eq!(old.field, "X-Shopify-Triggered-At");
     let unreadable = check(Platform::Shopify, &header("yesterday"), &order, now).unwrap_err();
     assert_eq!(unreadable.field, "X-Shopify-Triggered-At");
     // A fresh header does not rescue a body signed long ago.
     let later = "2022-02-01T00:00:00Z";
-    let stale = check(Platform::Shopify, &header("2022-01-31T23:59:00Z"), &order, later)
-        .unwrap_err();
+    let stale = check(
+        Platform::Shopify,
+        &header("2022-01-31T23:59:00Z"),
+        &order,
+        later,
+    )
+    .unwrap_err();
     assert_eq!(stale.field, "updated_at");
     // A refund body has only its creation time.
     let refund = fixture_json("shopify_refunds_create.json");
@@ -238,14 +313,32 @@ fn shopify_triggered_at_can_only_make_a_delivery_more_suspicious() {
 fn a_delivery_whose_time_is_missing_or_not_a_timestamp_is_unreadable() {
     let mut woo = fixture_json("woocommerce_order_created.json");
     woo["date_modified_gmt"] = json!(12);
-    let e = check(Platform::Woocommerce, &no_headers, &woo, "2017-03-23T00:00:00Z").unwrap_err();
+    let e = check(
+        Platform::Woocommerce,
+        &no_headers,
+        &woo,
+        "2017-03-23T00:00:00Z",
+    )
+    .unwrap_err();
     assert_eq!(e.field, "date_modified_gmt");
     woo["date_modified_gmt"] = Value::Null;
     woo["date_modified"] = Value::Null;
-    let e = check(Platform::Woocommerce, &no_headers, &woo, "2017-03-23T00:00:00Z").unwrap_err();
+    let e = check(
+        Platform::Woocommerce,
+        &no_headers,
+        &woo,
+        "2017-03-23T00:00:00Z",
+    )
+    .unwrap_err();
     assert_eq!(e.field, "date_modified_gmt");
     assert!(e.message.contains("required"), "{e}");
     woo["date_modified_gmt"] = json!("last tuesday");
-    let e = check(Platform::Woocommerce, &no_headers, &woo, "2017-03-23T00:00:00Z").unwrap_err();
+    let e = check(
+        Platform::Woocommerce,
+        &no_headers,
+        &woo,
+        "2017-03-23T00:00:00Z",
+    )
+    .unwrap_err();
     assert_eq!(e.field, "date_modified_gmt");
 }

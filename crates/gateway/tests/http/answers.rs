@@ -46,8 +46,13 @@ async fn post_shopify(server: &Server, id: &str, triggered_at: &str, body: &[u8]
 async fn a_fresh_delivery_is_accepted_and_one_older_than_the_window_is_200_parked() {
     let server = Server::start_with(default_window()).await;
     let fresh = serde_json::to_vec(&shopify_order(&now_text(Duration::minutes(3)))).unwrap();
-    let (status, answer) = post_shopify(&server, "f-1", &now_text(Duration::minutes(2)), &fresh).await;
-    assert_eq!((status, answer["status"].as_str()), (200, Some("accepted")), "{answer}");
+    let (status, answer) =
+        post_shopify(&server, "f-1", &now_text(Duration::minutes(2)), &fresh).await;
+    assert_eq!(
+        (status, answer["status"].as_str()),
+        (200, Some("accepted")),
+        "{answer}"
+    );
 
     // A captured body replayed four days later, with a forged fresh header.
     let old = serde_json::to_vec(&shopify_order(&now_text(Duration::hours(96)))).unwrap();
@@ -55,10 +60,17 @@ async fn a_fresh_delivery_is_accepted_and_one_older_than_the_window_is_200_parke
     assert_eq!(status, 200, "kept, so 2xx: {answer}");
     assert_eq!(answer["status"], "parked");
     assert_eq!(answer["field"], "updated_at");
-    assert!(answer["reason"].as_str().unwrap().contains("replay window"), "{answer}");
+    assert!(
+        answer["reason"].as_str().unwrap().contains("replay window"),
+        "{answer}"
+    );
     let id = answer["delivery"].as_i64().unwrap();
     let item = server.inbox().item(id).await.unwrap().unwrap();
-    assert_eq!(item.status, DeliveryStatus::Parked, "kept, not processed, not dropped");
+    assert_eq!(
+        item.status,
+        DeliveryStatus::Parked,
+        "kept, not processed, not dropped"
+    );
     assert_eq!(item.delivery.body, old);
 
     // An old or unreadable triggered-at header parks a fresh body.
@@ -68,7 +80,11 @@ async fn a_fresh_delivery_is_accepted_and_one_older_than_the_window_is_200_parke
         assert_eq!(answer["status"], "parked", "{header}: {answer}");
         assert_eq!(answer["field"], "X-Shopify-Triggered-At");
     }
-    assert_eq!(server.stats().await.pending, 1, "only the fresh delivery is waiting");
+    assert_eq!(
+        server.stats().await.pending,
+        1,
+        "only the fresh delivery is waiting"
+    );
 }
 
 #[tokio::test]
@@ -80,7 +96,11 @@ async fn the_window_is_configurable() {
     .await;
     let old = serde_json::to_vec(&shopify_order(&now_text(Duration::hours(96)))).unwrap();
     let (status, answer) = post_shopify(&server, "w-1", &now_text(Duration::hours(96)), &old).await;
-    assert_eq!((status, answer["status"].as_str()), (200, Some("accepted")), "{answer}");
+    assert_eq!(
+        (status, answer["status"].as_str()),
+        (200, Some("accepted")),
+        "{answer}"
+    );
 }
 
 #[tokio::test]
@@ -91,7 +111,11 @@ async fn a_stale_seed_order_is_400_naming_its_time_and_parked() {
         "items": [{"platform_sku": "SUPP001", "qty": 1, "unit_price": "19.80"}]});
     let headers = [("authorization", format!("Bearer {API_BEARER}"))];
     let (status, answer) = server
-        .post("/api/mlm/orders", &headers, &serde_json::to_vec(&body).unwrap())
+        .post(
+            "/api/mlm/orders",
+            &headers,
+            &serde_json::to_vec(&body).unwrap(),
+        )
         .await;
     assert_eq!(status, 400, "{answer}");
     assert_eq!(answer["field"], "order_ts");
@@ -132,7 +156,10 @@ async fn a_bad_quantity_is_200_parked_on_platforms_and_400_on_the_seed_endpoint(
         serde_json::from_slice(&fixture("magento_order_rest_example.json")).unwrap();
     magento["items"][0]["qty_ordered"] = json!(-1);
     let body = serde_json::to_vec(&magento).unwrap();
-    let headers = [("x-adobe-commerce-webhook-signature", magento_signature(&body))];
+    let headers = [(
+        "x-adobe-commerce-webhook-signature",
+        magento_signature(&body),
+    )];
     let (status, answer) = server
         .post(
             &format!("/webhooks/magento?shop={MAGENTO_SHOP}&topic=order"),
@@ -148,11 +175,18 @@ async fn a_bad_quantity_is_200_parked_on_platforms_and_400_on_the_seed_endpoint(
         "items": [{"platform_sku": "SUPP001", "qty": 0, "unit_price": "19.80"}]});
     let headers = [("authorization", format!("Bearer {API_BEARER}"))];
     let (status, answer) = server
-        .post("/api/mlm/orders", &headers, &serde_json::to_vec(&seed).unwrap())
+        .post(
+            "/api/mlm/orders",
+            &headers,
+            &serde_json::to_vec(&seed).unwrap(),
+        )
         .await;
     assert_eq!(status, 400, "{answer}");
     assert_eq!(answer["field"], "items[0].qty");
-    assert!(answer["error"].as_str().unwrap().starts_with("items[0].qty: "));
+    assert!(answer["error"]
+        .as_str()
+        .unwrap()
+        .starts_with("items[0].qty: "));
 
     assert_eq!(server.stats().await.parked, 4, "all four kept");
 }

@@ -74,7 +74,10 @@ fn the_documented_toml_example_loads_and_validates() {
         replay_window_hours: 0,
         ..GatewayConfig::default()
     };
-    assert_eq!(no_window.validate().unwrap_err().field, "replay_window_hours");
+    assert_eq!(
+        no_window.validate().unwrap_err().field,
+        "replay_window_hours"
+    );
     assert!(toml::from_str::<GatewayConfig>(
         "[[shops]]\nplatform = \"shopify\"\nshop = \"a.myshopify.com\"\nsecrets = [\"s\"]\ntest_orders = \"maybe\"\n"
     )

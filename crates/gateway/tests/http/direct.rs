@@ -78,7 +78,6 @@ async fn an_hmac_of_the_raw_body_authenticates_too() {
     ];
     let (status, answer) = server.post(PATH, &headers, &body).await;
     assert_eq!(status, 200, "{answer}");
-
 }
 
 /// Given an order sent with an Idempotency-Key, when the same key comes again with the same
@@ -93,7 +92,11 @@ async fn an_idempotency_key_is_bound_to_its_body() {
     ];
     let first = normalized_order("77");
     let (status, answer) = server.post(PATH, &keyed, &first).await;
-    assert_eq!((status, &answer["status"]), (200, &"accepted".into()), "{answer}");
+    assert_eq!(
+        (status, &answer["status"]),
+        (200, &"accepted".into()),
+        "{answer}"
+    );
     let (status, again) = server.post(PATH, &keyed, &first).await;
     assert_eq!(status, 200, "{again}");
     assert_eq!(again["status"], "duplicate");
