@@ -502,6 +502,7 @@ fn gateway_config() -> Result<GatewayConfig> {
             shop: ShopId::new(SHOP)?,
             secrets: vec![SECRET.into()],
             public_keys_pem: vec![],
+            test_orders: Default::default(),
         }],
         ..GatewayConfig::default()
     })

@@ -19,10 +19,12 @@ use upline_gateway::GatewayConfig;
 ///
 /// [gateway]
 /// max_body_bytes = 1048576
+/// replay_window_hours = 72         # older deliveries are parked, not processed
 /// [[gateway.shops]]
 /// platform = "shopify"
 /// shop = "acme.myshopify.com"
 /// secrets = ["new-secret", "old-secret"]   # two while a rotation is under way
+/// test_orders = "earn"               # default "record": test orders earn nothing
 ///
 /// [grpc]                             # optional: the gRPC command and query API
 /// listen = "127.0.0.1:50051"

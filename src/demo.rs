@@ -240,6 +240,9 @@ async fn seed_company(services: &Services) -> Result<Seeded> {
     })
 }
 
+/// The demo's replay window, in hours (see `gateway_config`).
+const DEMO_REPLAY_WINDOW_HOURS: u32 = 24 * 366 * 10;
+
 fn gateway_config(magento_key: &RsaPrivateKey) -> Result<GatewayConfig> {
     let public_pem = magento_key
         .to_public_key()
@@ -251,18 +254,21 @@ fn gateway_config(magento_key: &RsaPrivateKey) -> Result<GatewayConfig> {
                 shop: ShopId::new(SHOPIFY_SHOP)?,
                 secrets: vec![SHOPIFY_SECRET.into(), SHOPIFY_OLD_SECRET.into()],
                 public_keys_pem: vec![],
+                test_orders: Default::default(),
             },
             ShopConfig {
                 platform: Platform::Woocommerce,
                 shop: ShopId::new(WOO_SHOP)?,
                 secrets: vec![WOO_SECRET_AS_TYPED.into()],
                 public_keys_pem: vec![],
+                test_orders: Default::default(),
             },
             ShopConfig {
                 platform: Platform::Magento,
                 shop: ShopId::new(MAGENTO_SHOP)?,
                 secrets: vec![],
                 public_keys_pem: vec![public_pem],
+                test_orders: Default::default(),
             },
         ],
         api_keys: vec![ApiKeyConfig {
@@ -271,6 +277,9 @@ fn gateway_config(magento_key: &RsaPrivateKey) -> Result<GatewayConfig> {
             bearer_token: Some(API_TOKEN.into()),
             hmac_secret: None,
         }],
+        // The tour's orders are dated in March 2026, a fixed story: a window of ten years takes
+        // them as fresh (a real shop keeps the default 72 hours).
+        replay_window_hours: DEMO_REPLAY_WINDOW_HOURS,
         ..GatewayConfig::default()
     })
 }

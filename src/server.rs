@@ -57,6 +57,7 @@ impl Services {
                 store.clone(),
                 AppConfig {
                     attribution: config.attribution.clone(),
+                    test_orders_earn: config.gateway.test_orders_earn(),
                 },
             )
             .await

@@ -18,7 +18,7 @@ use upline::config::ServeConfig;
 use upline::server::{self, RunningServer};
 use upline_app::records::PostingEvent;
 use upline_domain::ids::{Platform, ShopId};
-use upline_gateway::{ApiKeyConfig, GatewayConfig, ShopConfig};
+use upline_gateway::{ApiKeyConfig, GatewayConfig, ShopConfig, TestOrders};
 use upline_store::{AllStart, Direction, StreamFilter, StreamStart};
 
 const FIXTURES: &str = concat!(
@@ -30,6 +30,9 @@ const SHOPIFY_SECRET: &str = "ingest-shopify-secret";
 const WOO_SHOP: &str = "woo.example.com";
 const WOO_SECRET: &str = "ingest-woo-secret";
 const TOKEN: &str = "ingest-bearer-token-0123456789";
+/// A replay window (hours) that takes the platforms' documentation samples (2008 on) as fresh;
+/// the tests whose bodies are dated now use the default of 72.
+const FIXTURE_WINDOW_HOURS: u32 = 24 * 366 * 30;
 
 fn fixture(name: &str) -> String {
     std::fs::read_to_string(Path::new(FIXTURES).join(name)).expect("fixture is in the repository")
@@ -44,6 +47,11 @@ struct Harness {
 /// A server on a fresh data directory with the example plan and network (which maps the seed's
 /// SKUs on Shopify and gives distributor 11043 the referral code ABC123).
 async fn start() -> Harness {
+    start_with(FIXTURE_WINDOW_HOURS, TestOrders::Record).await
+}
+
+/// As [`start`], with a replay window and the Shopify shop's test-order policy.
+async fn start_with(replay_window_hours: u32, test_orders: TestOrders) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let config = ServeConfig {
         data_dir: dir.path().join("data"),
@@ -55,18 +63,21 @@ async fn start() -> Harness {
                     shop: ShopId::new(SHOPIFY_SHOP).unwrap(),
                     secrets: vec![SHOPIFY_SECRET.into()],
                     public_keys_pem: vec![],
+                    test_orders,
                 },
                 ShopConfig {
                     platform: Platform::Woocommerce,
                     shop: ShopId::new(WOO_SHOP).unwrap(),
                     secrets: vec![WOO_SECRET.into()],
                     public_keys_pem: vec![],
+                    test_orders: Default::default(),
                 },
                 ShopConfig {
                     platform: Platform::Magento,
                     shop: ShopId::new("main").unwrap(),
                     secrets: vec![],
                     public_keys_pem: vec![fixture("adobe_test_public.pem")],
+                    test_orders: Default::default(),
                 },
             ],
             api_keys: vec![ApiKeyConfig {
@@ -75,6 +86,7 @@ async fn start() -> Harness {
                 bearer_token: Some(TOKEN.into()),
                 hmac_secret: None,
             }],
+            replay_window_hours,
             ..GatewayConfig::default()
         },
         ..ServeConfig::default()
@@ -344,4 +356,88 @@ async fn the_same_facts_in_any_order_give_the_same_ledger() {
     assert_eq!(ledgers[0]["distributor-11043"], Decimal::new(396, 2));
     assert_eq!(ledgers[1], ledgers[0]);
     assert_eq!(ledgers[2], ledgers[0]);
+}
+
+/// A Shopify order dated now, sold by ABC123's owner (11043): two SUPP001 at 19.80.
+fn order_now(id: u64, financial_status: &str, extra: Value) -> String {
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let mut order = json!({
+        "id": id, "created_at": now, "updated_at": now, "currency": "USD",
+        "financial_status": financial_status, "cancelled_at": null,
+        "total_price": "39.60", "total_tax": "0.00",
+        "line_items": [{"id": id * 10, "sku": "SUPP001", "quantity": 2, "price": "19.80"}],
+        "note_attributes": [{"name": "distributor_ref", "value": "ABC123"}]
+    });
+    if let (Value::Object(o), Value::Object(e)) = (&mut order, extra) {
+        o.extend(e);
+    }
+    order.to_string()
+}
+
+/// Given a captured, validly signed body of an order that is not paid, when it is re-posted
+/// under orders/paid and orders/cancelled (the unsigned topic header changed), then the order is
+/// recorded and nothing is paid, cancelled or posted; the genuinely paid body then pays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reposted_unpaid_body_under_paid_or_cancelled_topics_posts_no_commission() {
+    let h = start_with(72, TestOrders::Record).await;
+    let unpaid = order_now(7001, "pending", json!({}));
+    for (topic, event) in [
+        ("orders/create", "evt-7001-create"),
+        ("orders/paid", "evt-7001-forged-paid"),
+        ("orders/cancelled", "evt-7001-forged-cancel"),
+        ("orders/updated", "evt-7001-forged-update"),
+    ] {
+        let (status, answer) = h.shopify(topic, event, &unpaid).await;
+        assert_eq!(status, 200, "{topic}: {answer}");
+        assert_ne!(answer["status"], "parked", "{topic}: {answer}");
+    }
+    h.idle().await;
+    let stream = "order-shopify-demo-store.myshopify.com-7001";
+    assert_eq!(h.events(stream).await, ["OrderPlaced"]);
+    assert!(h.ledger().await.is_empty(), "no commission posted");
+
+    let paid = order_now(7001, "paid", json!({}));
+    let (status, _) = h.shopify("orders/paid", "evt-7001-paid", &paid).await;
+    assert_eq!(status, 200);
+    h.idle().await;
+    assert!(h.events(stream).await.contains(&"OrderPaid".to_string()));
+    let ledger = h.ledger().await;
+    assert!(
+        ledger
+            .get("distributor-11043")
+            .is_some_and(|b| *b > Decimal::ZERO),
+        "the real payment pays: {ledger:?}"
+    );
+}
+
+/// A paid Shopify test order (`"test": true`) is recorded but earns nothing by default; in a
+/// shop configured with `test_orders = "earn"` it earns like any order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_test_order_earns_nothing_unless_the_shop_says_test_orders_earn() {
+    let body = order_now(7101, "paid", json!({"test": true}));
+    let stream = "order-shopify-demo-store.myshopify.com-7101";
+
+    let recording = start_with(72, TestOrders::Record).await;
+    let (status, answer) = recording.shopify("orders/paid", "evt-7101", &body).await;
+    assert_eq!(
+        (status, answer["status"].as_str()),
+        (200, Some("accepted")),
+        "{answer}"
+    );
+    recording.idle().await;
+    let events = recording.events(stream).await;
+    assert!(events.contains(&"OrderPaid".to_string()), "{events:?}");
+    assert!(recording.ledger().await.is_empty(), "{events:?}");
+
+    let earning = start_with(72, TestOrders::Earn).await;
+    let (status, _) = earning.shopify("orders/paid", "evt-7101", &body).await;
+    assert_eq!(status, 200);
+    earning.idle().await;
+    let ledger = earning.ledger().await;
+    assert!(
+        ledger
+            .get("distributor-11043")
+            .is_some_and(|b| *b > Decimal::ZERO),
+        "{ledger:?}"
+    );
 }

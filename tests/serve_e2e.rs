@@ -12,6 +12,8 @@ use sha2::Sha256;
 use upline_store::{Direction, EventStore, SqliteEventStore, StreamStart};
 
 const SECRET: &str = "e2e-shopify-secret";
+/// The order below is dated August 2026, a fixed body: a replay window that takes it as fresh.
+const WINDOW_HOURS: u32 = 24 * 366 * 10;
 
 fn upline() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_upline"));
@@ -137,7 +139,7 @@ fn a_delivery_accepted_before_a_kill_is_processed_once_after_the_restart() {
     std::fs::write(
         &config,
         format!(
-            "data_dir = {data:?}\nlisten = \"127.0.0.1:0\"\n[[gateway.shops]]\nplatform = \"shopify\"\nshop = \"demo-store.myshopify.com\"\nsecrets = [\"{SECRET}\"]\n"
+            "data_dir = {data:?}\nlisten = \"127.0.0.1:0\"\n[gateway]\nreplay_window_hours = {WINDOW_HOURS}\n[[gateway.shops]]\nplatform = \"shopify\"\nshop = \"demo-store.myshopify.com\"\nsecrets = [\"{SECRET}\"]\n"
         ),
     )
     .unwrap();

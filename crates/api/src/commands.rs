@@ -620,6 +620,7 @@ fn normalized_order(order: &pb::Order) -> Result<(OrderKey, NormalizedOrder), St
             tax,
             declared_total,
             attribution,
+            test: false,
         },
     ))
 }

@@ -6,13 +6,21 @@
 //! unmapped SKU, an unknown referral code, no plan in force, an unknown distributor, ...) is
 //! parked whole, with its reason, to be retried after the fix.
 
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use upline_domain::ids::DistributorId;
-use upline_domain::order::{self, OrderCommand, OrderDetails, OrderEvent, OrderState};
+use upline_domain::catalog::SkuMapping;
+use upline_domain::company::Company;
+use upline_domain::ids::{DistributorId, Platform, ShopId};
+use upline_domain::order::{
+    self, CalculationContext, OrderCommand, OrderDetails, OrderEvent, OrderKey, OrderState, Refund,
+    RefundScope,
+};
+use upline_domain::plan::CommissionPlan;
+use upline_domain::snapshot::{HierarchySnapshot, SnapshotRequest};
 use upline_platforms::model::{OrderFact, OrderUpdate};
 use upline_store::{AllStart, Direction, EventStore, ExpectedRevision, StreamFilter, StreamStart};
 
@@ -33,13 +41,79 @@ pub const MAX_ORDER_EVENTS: usize = 10_000;
 pub struct AppConfig {
     /// Where the distributor of an order is looked for, first match wins.
     pub attribution: Vec<AttributionSource>,
+    /// The shops whose test orders earn commissions (`test_orders = "earn"` in the gateway's
+    /// shop configuration); every other shop's test orders are recorded and earn nothing.
+    #[serde(default)]
+    pub test_orders_earn: BTreeSet<(Platform, ShopId)>,
 }
 
 impl Default for AppConfig {
     fn default() -> Self {
         AppConfig {
             attribution: DEFAULT_PRECEDENCE.to_vec(),
+            test_orders_earn: BTreeSet::new(),
         }
+    }
+}
+
+/// The company as the order aggregate sees it, with the shops' test-order policy: every lookup
+/// is the company's, and `test_orders_earn` answers from the configuration.
+struct ShopPolicy<'a> {
+    company: &'a Company,
+    test_orders_earn: &'a BTreeSet<(Platform, ShopId)>,
+}
+
+impl CalculationContext for ShopPolicy<'_> {
+    fn plan_in_force(&self, at: DateTime<Utc>) -> Option<&CommissionPlan> {
+        self.company.plan_in_force(at)
+    }
+
+    fn sku_mapping(
+        &self,
+        platform: Platform,
+        platform_sku: &str,
+        at: DateTime<Utc>,
+    ) -> Option<&SkuMapping> {
+        self.company.sku_mapping(platform, platform_sku, at)
+    }
+
+    fn snapshot(
+        &self,
+        distributor: &DistributorId,
+        at: DateTime<Utc>,
+        request: &SnapshotRequest,
+    ) -> Result<HierarchySnapshot, String> {
+        self.company.snapshot(distributor, at, request)
+    }
+
+    fn test_orders_earn(&self, key: &OrderKey) -> bool {
+        self.test_orders_earn
+            .contains(&(key.platform, key.shop.clone()))
+    }
+}
+
+/// The refund to record for `refund`: the one already known when the two differ only in the
+/// refunded nets they state. A platform may state them in one copy of a refund and not in
+/// another (Shopify's `refunds/create` body cannot tell whether its amounts include tax; the
+/// order's own copy can), and both copies are the same refund: the first heard stands, rather
+/// than the second being refused as a conflicting refund.
+fn as_known<'a>(state: &'a OrderState, refund: &'a Refund) -> &'a Refund {
+    let Some(known) = state.refunds.get(&refund.refund_id) else {
+        return refund;
+    };
+    let same_units = match (&known.scope, &refund.scope) {
+        (RefundScope::Lines(a), RefundScope::Lines(b)) => {
+            a.len() == b.len()
+                && a.iter()
+                    .zip(b)
+                    .all(|(x, y)| x.line_id == y.line_id && x.quantity == y.quantity)
+        }
+        _ => false,
+    };
+    if same_units && known.refunded_at == refund.refunded_at {
+        known
+    } else {
+        refund
     }
 }
 
@@ -183,7 +257,11 @@ impl App {
                 let mut scratch = state;
                 let mut events = Vec::new();
                 for command in &commands {
-                    let decided = order::decide(&scratch, &update.key, command, &company.company)
+                    let context = ShopPolicy {
+                        company: &company.company,
+                        test_orders_earn: &self.config.test_orders_earn,
+                    };
+                    let decided = order::decide(&scratch, &update.key, command, &context)
                         .map_err(|e| Refusal::Park(e.to_string()))?;
                     for event in decided {
                         order::evolve(&mut scratch, &event);
@@ -279,7 +357,7 @@ impl App {
                 shipping: order.shipping,
                 tax: order.tax,
                 declared_total: order.declared_total,
-                test: false,
+                test: order.test,
             }));
         }
         for fact in &update.facts {
@@ -288,7 +366,9 @@ impl App {
                 OrderFact::Cancelled { at } => {
                     OrderCommand::RecordCancellation { cancelled_at: *at }
                 }
-                OrderFact::Refunded(refund) => OrderCommand::RecordRefund(refund.clone()),
+                OrderFact::Refunded(refund) => {
+                    OrderCommand::RecordRefund(as_known(state, refund).clone())
+                }
             });
         }
         Ok((commands, enrolment))

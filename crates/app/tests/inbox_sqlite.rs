@@ -84,13 +84,19 @@ async fn a_duplicate_is_refused_with_the_first_id_and_counted() {
     let first = delivery("acme.myshopify.com", "evt-1");
     let id = new_id(&inbox, first.clone()).await;
 
-    // Same event, delivered again (a new webhook id, another body).
+    // Same event, delivered again (a new webhook id, the same body).
     let mut again = first.clone();
     again.delivery_id = "webhook-retry".to_owned();
-    again.body = b"{}".to_vec();
     assert_eq!(
         inbox.accept(again.clone()).await.unwrap(),
         Acceptance::Duplicate { id }
+    );
+    // The same key with another body is a conflict: nothing stored, not counted as a repeat.
+    let mut changed = first.clone();
+    changed.body = b"{}".to_vec();
+    assert_eq!(
+        inbox.accept(changed).await.unwrap(),
+        Acceptance::Conflict { id }
     );
 
     let items = inbox.claim(10, LONG).await.unwrap();
@@ -146,6 +152,7 @@ async fn a_hundred_concurrent_copies_store_exactly_one() {
         match task.await.unwrap().unwrap() {
             Acceptance::New { id } => new.push(id),
             Acceptance::Duplicate { id } => duplicates.push(id),
+            Acceptance::Conflict { id } => panic!("the same body conflicted with {id}"),
         }
     }
     assert_eq!(new.len(), 1, "exactly one copy is new");

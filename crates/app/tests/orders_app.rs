@@ -112,6 +112,7 @@ fn order(reference: Option<&str>, sku: &str) -> NormalizedOrder {
             customer_id: Some("cust-1".into()),
             ..AttributionHints::default()
         },
+        test: false,
     }
 }
 

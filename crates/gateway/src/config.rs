@@ -18,11 +18,13 @@ use crate::limits::{
 ///
 /// ```toml
 /// max_body_bytes = 1048576
+/// replay_window_hours = 72
 ///
 /// [[shops]]
 /// platform = "shopify"
 /// shop = "acme.myshopify.com"
 /// secrets = ["new-app-secret", "old-app-secret"]
+/// test_orders = "earn"        # default "record": test orders are recorded, nobody earns
 ///
 /// [[api_keys]]
 /// name = "erp"
@@ -43,10 +45,20 @@ pub struct GatewayConfig {
     /// is answered 413 without being read to the end.
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
+    /// A delivery whose own time (`upline_platforms::replay`: Shopify's signed `updated_at` and
+    /// `X-Shopify-Triggered-At`, WooCommerce's `date_modified_gmt`, Magento's `time` /
+    /// `updated_at`, the seed's `updated_ts` / `order_ts`) is older than this many hours, or
+    /// unreadable, is kept in the inbox as parked instead of processed (default 72, at least 1).
+    #[serde(default = "default_replay_window_hours")]
+    pub replay_window_hours: u32,
 }
 
 fn default_max_body_bytes() -> usize {
     DEFAULT_MAX_BODY_BYTES
+}
+
+fn default_replay_window_hours() -> u32 {
+    upline_platforms::replay::DEFAULT_WINDOW_HOURS
 }
 
 impl Default for GatewayConfig {
@@ -55,8 +67,21 @@ impl Default for GatewayConfig {
             shops: Vec::new(),
             api_keys: Vec::new(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            replay_window_hours: default_replay_window_hours(),
         }
     }
+}
+
+/// What a shop's test orders (Shopify `"test": true`) earn.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TestOrders {
+    /// Recorded and reconciled like any order; nobody earns on them (the default: a test
+    /// checkout must not pay real money).
+    #[default]
+    Record,
+    /// Earn like real orders (a staging shop whose commissions are themselves a test).
+    Earn,
 }
 
 /// One shop that sends webhooks.
@@ -81,6 +106,9 @@ pub struct ShopConfig {
     /// other platforms.
     #[serde(default)]
     pub public_keys_pem: Vec<String>,
+    /// Whether the shop's test orders earn commissions: `"record"` (default) or `"earn"`.
+    #[serde(default)]
+    pub test_orders: TestOrders,
 }
 
 impl fmt::Debug for ShopConfig {
@@ -93,6 +121,7 @@ impl fmt::Debug for ShopConfig {
                 &format_args!("[{} redacted]", self.secrets.len()),
             )
             .field("public_keys_pem", &self.public_keys_pem.len())
+            .field("test_orders", &self.test_orders)
             .finish()
     }
 }
@@ -147,6 +176,21 @@ fn err(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
 }
 
 impl GatewayConfig {
+    /// The shops whose test orders earn (`test_orders = "earn"`), for the application's
+    /// calculation context.
+    pub fn test_orders_earn(&self) -> BTreeSet<(Platform, ShopId)> {
+        self.shops
+            .iter()
+            .filter(|s| s.test_orders == TestOrders::Earn)
+            .map(|s| (s.platform, s.shop.clone()))
+            .collect()
+    }
+
+    /// The replay window as a duration.
+    pub fn replay_window(&self) -> chrono::Duration {
+        chrono::Duration::hours(i64::from(self.replay_window_hours))
+    }
+
     /// Checks everything that can be checked without a request; the first problem found is
     /// returned, naming its field.
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -160,6 +204,12 @@ impl GatewayConfig {
                     "{} is above the ceiling of {MAX_BODY_BYTES_CEILING} bytes",
                     self.max_body_bytes
                 ),
+            ));
+        }
+        if self.replay_window_hours == 0 {
+            return Err(err(
+                "replay_window_hours",
+                "must be at least 1 (every delivery would be parked)",
             ));
         }
         if self.shops.len() > MAX_SHOPS {

@@ -20,13 +20,23 @@
 //! 2. the sender is found and its signature checked over the raw bytes, in constant time
 //!    (401 `{"status":"rejected","error":...}`; nothing is recorded);
 //! 3. the payload is interpreted: nothing to do → 200 `{"status":"ignored","reason":...}`; it does
-//!    not parse → 400 `{"status":"rejected","error":"<field>: <message>","field":...,
-//!    "parked":<inbox id>}`, and the delivery is written to the inbox and parked at once, so an
-//!    operator can see it and replay it after a fix;
+//!    not parse, or its own time is outside the replay window (`upline_platforms::replay`, the
+//!    clock read here) → the delivery is written to the inbox and parked at once, so an operator
+//!    can see it and replay it after a fix (`upline parked retry delivery-N`);
 //! 4. otherwise the delivery is written to the inbox, and only then answered: 200
 //!    `{"status":"accepted","delivery":<inbox id>}` or `{"status":"duplicate","delivery":<id>}`.
 //!    If the inbox fails or is slow: 503 `{"status":"unavailable","error":...}` (the platform
 //!    retries).
+//!
+//! **A verified delivery that is kept is answered 2xx on the platform webhooks**, parked ones
+//! too: `200 {"status":"parked","delivery":N,"reason":"<field>: <message>","field":...}`.
+//! Shopify deletes a subscription after 8 failed retries and WooCommerce disables a hook after 5
+//! consecutive failures, and retrying a delivery we already keep would change nothing. Only what
+//! is not kept gets another answer: 401 (not verified), 413 (too large), 503 (not durable).
+//! `/api/mlm/orders` is called by the company's own systems, which can fix and resend: a parked
+//! delivery there is answered `400 {"status":"rejected","error":...,"field":...,"parked":N}`, and
+//! an `Idempotency-Key` already used with another body `409 {"status":"conflict",...}` (nothing
+//! stored; the same key with the same body is a 200 duplicate).
 
 use std::time::Instant;
 
@@ -231,14 +241,42 @@ async fn process(
         ),
         Ok(interpretation) => {
             let lookup = |name: &str| webhook::header(headers, name).map(str::to_string);
+            // The clock is read here, at the edge; the platforms crate only compares.
+            let window = inner.replay_window;
+            if let Err(stale) =
+                upline_platforms::replay::check(platform, &lookup, &body, Utc::now(), window)
+            {
+                return park(gw, route, verified, body, Parking::stale(stale)).await;
+            }
             let dedupe_key =
                 upline_platforms::dedupe_key(platform, &lookup, &interpretation, &body);
             accept(gw, route, verified, dedupe_key, body).await
         }
-        Err(e) => {
-            let field = e.field.to_string();
-            let error = format!("{}: {}", e.field, e.message);
-            park(gw, route, verified, body, field, error).await
+        Err(e) => park(gw, route, verified, body, Parking::unreadable(e)).await,
+    }
+}
+
+/// Why a verified delivery is parked at the gateway, and how to count it.
+struct Parking {
+    field: String,
+    reason: String,
+    outcome: DeliveryOutcome,
+}
+
+impl Parking {
+    fn unreadable(e: upline_platforms::PayloadError) -> Parking {
+        Parking {
+            reason: e.to_string(),
+            field: e.field,
+            outcome: DeliveryOutcome::RejectedPayload,
+        }
+    }
+
+    fn stale(e: upline_platforms::PayloadError) -> Parking {
+        Parking {
+            reason: format!("replay window: {e}"),
+            field: e.field,
+            outcome: DeliveryOutcome::Stale,
         }
     }
 }
@@ -264,6 +302,7 @@ async fn accept(
     body: Vec<u8>,
 ) -> Answer {
     let inbox = &gw.inner.inbox;
+    let idempotency_key = verified.headers.get("idempotency-key").cloned();
     let accepted = tokio::time::timeout(
         INBOX_TIMEOUT,
         inbox.accept(delivery(route, verified, dedupe_key, body)),
@@ -278,13 +317,30 @@ async fn accept(
                 json!({"status": "accepted", "delivery": id}),
             )
         }
-        Ok(Ok(Acceptance::Duplicate { id })) => {
+        Ok(Ok(Acceptance::Duplicate { id })) => duplicate(id),
+        Ok(Ok(Acceptance::Conflict { id })) => {
             tracing::Span::current().record("inbox_id", id);
-            Answer::new(
-                StatusCode::OK,
-                DeliveryOutcome::Duplicate,
-                json!({"status": "duplicate", "delivery": id}),
-            )
+            match (route, idempotency_key) {
+                (Route::Direct, Some(key)) => Answer::new(
+                    StatusCode::CONFLICT,
+                    DeliveryOutcome::Conflict,
+                    json!({
+                        "status": "conflict",
+                        "error": format!(
+                            "Idempotency-Key {key:?} was already used with another body \
+                             (delivery {id}); send a new key for a new order or change"
+                        ),
+                        "idempotency_key": key,
+                        "delivery": id,
+                    }),
+                ),
+                // A platform's event id with a changed body: the stored copy stands, and the
+                // platform must not retry (that would change nothing).
+                _ => {
+                    tracing::warn!(id, "same event id, another body; the stored copy stands");
+                    duplicate(id)
+                }
+            }
         }
         Ok(Err(e)) => {
             tracing::error!(error = %e, "inbox refused the delivery");
@@ -297,16 +353,30 @@ async fn accept(
     }
 }
 
-/// A verified delivery whose payload does not parse: never lost, parked for an operator.
+fn duplicate(id: i64) -> Answer {
+    tracing::Span::current().record("inbox_id", id);
+    Answer::new(
+        StatusCode::OK,
+        DeliveryOutcome::Duplicate,
+        json!({"status": "duplicate", "delivery": id}),
+    )
+}
+
+/// A verified delivery that cannot be processed now (it does not parse, or it is older than
+/// the replay window): never lost, parked for an operator.
 async fn park(
     gw: &Gateway,
     route: Route,
     verified: Verified,
     body: Vec<u8>,
-    field: String,
-    error: String,
+    parking: Parking,
 ) -> Answer {
-    tracing::warn!(field = %field, "payload rejected; parking the delivery");
+    let Parking {
+        field,
+        reason: error,
+        outcome,
+    } = parking;
+    tracing::warn!(field = %field, reason = %error, "parking the delivery");
     let inbox = &gw.inner.inbox;
     let dedupe_key = webhook::parked_dedupe_key(&verified.topic, &body);
     let accepted = tokio::time::timeout(
@@ -327,7 +397,8 @@ async fn park(
             }
             id
         }
-        Ok(Ok(Acceptance::Duplicate { id })) => id,
+        // Same topic and body hash: the same delivery parked before.
+        Ok(Ok(Acceptance::Duplicate { id } | Acceptance::Conflict { id })) => id,
         Ok(Err(e)) => {
             tracing::error!(error = %e, "inbox refused the rejected delivery");
             return Answer::unavailable("the delivery could not be stored; retry later");
@@ -338,10 +409,19 @@ async fn park(
         }
     };
     tracing::Span::current().record("inbox_id", id);
+    if route == Route::Direct {
+        // The company's own systems: told plainly that the order was not taken, naming the field.
+        return Answer::new(
+            StatusCode::BAD_REQUEST,
+            outcome,
+            json!({"status": "rejected", "error": error, "field": field, "parked": id}),
+        );
+    }
+    // Kept, so 2xx: a platform that sees failures retries and then drops the subscription.
     Answer::new(
-        StatusCode::BAD_REQUEST,
-        DeliveryOutcome::RejectedPayload,
-        json!({"status": "rejected", "error": error, "field": field, "parked": id}),
+        StatusCode::OK,
+        outcome,
+        json!({"status": "parked", "delivery": id, "reason": error, "field": field}),
     )
 }
 

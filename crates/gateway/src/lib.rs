@@ -1,6 +1,7 @@
-//! upline's HTTP edge. Platform webhooks are verified over their raw bytes, interpreted once to
-//! reject what cannot be processed, and written to the durable inbox before the platform gets its
-//! 200; the worker behind the inbox does the commission work. Also `/healthz`, `/readyz` and
+//! upline's HTTP edge. Platform webhooks are verified over their raw bytes, interpreted once (and
+//! checked against the replay window) to park what cannot be processed now, and written to the
+//! durable inbox before the platform gets its 2xx; the worker behind the inbox does the
+//! commission work. Also `/healthz`, `/readyz` and
 //! `/metrics`.
 //!
 //! ```no_run
@@ -34,7 +35,7 @@ use sha2::{Digest, Sha256};
 use upline_app::inbox::Inbox;
 use upline_domain::ids::{Platform, ShopId};
 
-pub use config::{ApiKeyConfig, ConfigError, GatewayConfig, ShopConfig};
+pub use config::{ApiKeyConfig, ConfigError, GatewayConfig, ShopConfig, TestOrders};
 pub use telemetry::DeliveryOutcome;
 
 /// The gateway's shared state: validated configuration, the inbox, the readiness flag. Cheap to
@@ -50,6 +51,8 @@ pub(crate) struct Inner {
     pub(crate) only_magento_shop: Option<ShopId>,
     pub(crate) api_keys: Vec<ApiKey>,
     pub(crate) max_body_bytes: usize,
+    /// How old a delivery's own time may be before it is parked instead of processed.
+    pub(crate) replay_window: chrono::Duration,
     pub(crate) inbox: Arc<dyn Inbox>,
     pub(crate) ready: Arc<AtomicBool>,
     /// Permits for [`limits::MAX_WEBHOOKS_IN_FLIGHT`].
@@ -79,6 +82,7 @@ impl Gateway {
     pub fn new(config: GatewayConfig, inbox: Arc<dyn Inbox>) -> Result<Gateway, ConfigError> {
         config.validate()?;
         webhook::check_public_keys(&config)?;
+        let replay_window = config.replay_window();
         let mut shops = HashMap::with_capacity(config.shops.len());
         let mut magento = Vec::new();
         for shop in config.shops {
@@ -123,6 +127,7 @@ impl Gateway {
                 only_magento_shop,
                 api_keys,
                 max_body_bytes: config.max_body_bytes,
+                replay_window,
                 inbox,
                 ready: Arc::new(AtomicBool::new(false)),
                 in_flight: Arc::new(tokio::sync::Semaphore::new(limits::MAX_WEBHOOKS_IN_FLIGHT)),

@@ -33,8 +33,13 @@ pub enum DeliveryOutcome {
     Ignored,
     /// Unknown shop, missing or wrong signature, missing or wrong credentials.
     RejectedSignature,
-    /// Verified, but the payload does not parse: answered 400 and parked in the inbox.
+    /// Verified, but the payload does not parse: parked in the inbox (answered 200 `parked` on a
+    /// platform webhook, 400 on `/api/mlm/orders`).
     RejectedPayload,
+    /// Verified, but older than the replay window (or its time unreadable): parked in the inbox.
+    Stale,
+    /// `/api/mlm/orders`: an `Idempotency-Key` already used with another body (409).
+    Conflict,
     /// Body above `max_body_bytes`.
     TooLarge,
     /// WooCommerce's `webhook_id=N` ping when a hook is created.
@@ -53,6 +58,8 @@ impl DeliveryOutcome {
             DeliveryOutcome::Ignored => "ignored",
             DeliveryOutcome::RejectedSignature => "rejected_signature",
             DeliveryOutcome::RejectedPayload => "rejected_payload",
+            DeliveryOutcome::Stale => "stale",
+            DeliveryOutcome::Conflict => "conflict",
             DeliveryOutcome::TooLarge => "too_large",
             DeliveryOutcome::Ping => "ping",
             DeliveryOutcome::Unavailable => "unavailable",

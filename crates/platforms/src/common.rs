@@ -234,20 +234,56 @@ impl<'de> Deserialize<'de> for LooseText {
     }
 }
 
-/// The value of the `ref` query parameter of a URL, absolute (`https://shop/?ref=X`) or relative
-/// (`/products/kit?ref=X`).
-/// An ordered quantity: a negative one is an error naming `field`; zero means the line carries
-/// nothing (`None`: the domain refuses a zero-quantity line, and dropping it loses no money).
-pub(crate) fn ordered_quantity(
+/// An ordered quantity: a whole number of units above zero, else an error naming `field`. The
+/// domain counts units (CV x quantity, refunds by quantity): a fraction, zero or a negative
+/// number is a payload no platform sends for a real line, and guessing (rounding, dropping the
+/// line) would pay on something that was not sold. Trailing zeros (`"2.0000"`, Magento) are
+/// whole numbers.
+pub(crate) fn ordered_quantity(field: &str, quantity: Decimal) -> Result<Decimal, PayloadError> {
+    if !quantity.fract().is_zero() {
+        return Err(PayloadError::new(
+            field,
+            format!("{quantity} is not a whole number of units"),
+        ));
+    }
+    if quantity <= Decimal::ZERO {
+        return Err(PayloadError::new(
+            field,
+            format!("{quantity} is not a positive quantity"),
+        ));
+    }
+    Ok(quantity)
+}
+
+/// A refunded quantity: zero means the row refunds nothing (`None`: platforms repeat rows they
+/// did not refund); a fraction or a negative number is an error naming `field`.
+pub(crate) fn refunded_quantity(
     field: &str,
     quantity: Decimal,
 ) -> Result<Option<Decimal>, PayloadError> {
     if quantity < Decimal::ZERO {
         return Err(PayloadError::new(field, format!("{quantity} is negative")));
     }
+    if !quantity.fract().is_zero() {
+        return Err(PayloadError::new(
+            field,
+            format!("{quantity} is not a whole number of units"),
+        ));
+    }
     Ok((!quantity.is_zero()).then_some(quantity))
 }
 
+/// A unit price: zero is a free item, a negative price is an error naming `field` (a refund or
+/// a discount is not a negative price).
+pub(crate) fn unit_price(field: &str, price: Decimal) -> Result<Decimal, PayloadError> {
+    if price < Decimal::ZERO {
+        return Err(PayloadError::new(field, format!("{price} is negative")));
+    }
+    Ok(price)
+}
+
+/// The value of the `ref` query parameter of a URL, absolute (`https://shop/?ref=X`) or relative
+/// (`/products/kit?ref=X`).
 pub(crate) fn ref_from_url(raw: &str) -> Option<String> {
     let raw = raw.trim();
     if raw.is_empty() {

@@ -28,6 +28,9 @@
 //! `total` above it is charges that are not products (shipping, tax, fees not itemised) and
 //! changes no commission.
 //!
+//! **Quantities** (`qty`) are whole numbers above zero and prices (`unit_price`, `amount`) are
+//! not negative: anything else is refused naming the field (`items[0].qty`).
+//!
 //! **Status**: `pending` (no fact), `paid` (paid at `order_ts`), `refunded` (paid, and refunded in
 //! full: every line's whole quantity, refund id `full`, at `updated_ts`), `cancelled` (at
 //! `updated_ts`). A partial refund cannot be said in this form.
@@ -171,7 +174,7 @@ fn single_line(shop: &ShopId, order: &SingleLine) -> Result<Interpretation, Payl
     if sku.is_empty() {
         return Err(PayloadError::new("sku", "is empty"));
     }
-    let amount = order.amount.0;
+    let amount = common::unit_price("amount", order.amount.0)?;
     let lines = vec![OrderLine {
         line_id: common::line_id("sku", "1")?,
         platform_sku: sku.to_string(),
@@ -201,6 +204,7 @@ fn single_line(shop: &ShopId, order: &SingleLine) -> Result<Interpretation, Payl
                 .map(|c| c.0.clone())
                 .filter(|c| !c.is_empty()),
         },
+        test: false,
     };
     Ok(Interpretation::Order(OrderUpdate {
         key,
@@ -242,8 +246,8 @@ fn normalized(shop: &ShopId, order: &Normalized) -> Result<Interpretation, Paylo
         lines.push(OrderLine {
             line_id,
             platform_sku: sku.to_string(),
-            quantity: item.qty.0,
-            unit_price: item.unit_price.0,
+            quantity: common::ordered_quantity(&format!("{path}.qty"), item.qty.0)?,
+            unit_price: common::unit_price(&format!("{path}.unit_price"), item.unit_price.0)?,
             discount: item.discount.map(|a| a.0).unwrap_or_default(),
             tax: item.tax.map(|a| a.0).unwrap_or_default(),
         });
@@ -299,6 +303,7 @@ fn normalized(shop: &ShopId, order: &Normalized) -> Result<Interpretation, Paylo
                 .map(|c| c.0.clone())
                 .filter(|c| !c.is_empty()),
         },
+        test: false,
     };
     Ok(Interpretation::Order(OrderUpdate {
         key,

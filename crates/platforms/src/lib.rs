@@ -9,6 +9,13 @@
 //!    an update about one order (its normalised content, when the payload carries it, and facts:
 //!    paid, cancelled, refunded). Errors name the JSON path at fault ([`PayloadError`]).
 //! 3. [`dedupe_key`]: the platform's identity of the event, so a redelivery is processed once.
+//! 4. [`replay::check`]: whether the delivery's own time is within the replay window of a `now`
+//!    the caller passes in (the gateway parks a stale delivery instead of processing it).
+//!
+//! **Facts come from the signed bytes alone.** Shopify and WooCommerce sign the body, not the
+//! headers, so a topic header only routes (an order body, a refund body, or ignored) and never
+//! decides that an order was paid, cancelled or refunded; unsigned headers can make a delivery
+//! more suspicious (the replay window) but never say what happened.
 //!
 //! Each platform module documents the choices made where the platform's documentation leaves
 //! room ([`shopify`], [`woocommerce`], [`magento`], [`direct`]).
@@ -18,6 +25,7 @@ pub mod direct;
 pub mod error;
 pub mod magento;
 pub mod model;
+pub mod replay;
 pub mod shopify;
 pub mod signature;
 pub mod woocommerce;
@@ -70,13 +78,19 @@ pub const MAX_DEDUPE_HEADER_LEN: usize = 128;
 /// then as the platform spells them, so either kind of lookup works).
 ///
 /// - Shopify: `X-Shopify-Event-Id` (the same event on every retry), else `X-Shopify-Webhook-Id`,
-///   else the body's SHA-256.
+///   *bound to the body's SHA-256*, else the body's SHA-256 alone. The headers are not signed:
+///   bound to the body, a forged id can neither make a different body pass for a repeat (and so
+///   suppress a real event) nor make the same body count as a new fact (facts come from the
+///   body, so processing it again changes nothing). Shopify retries with the original payload.
 /// - WooCommerce has no event id (`X-WC-Webhook-Delivery-ID` is new on every delivery): the
 ///   delivered *state* is the identity: shop, order id, `date_modified`, status, number of refunds
 ///   and the newest refund id (a refund in the same second is a new state).
-/// - Magento: the I/O Events envelope's `id`, else an `x-adobe-commerce-webhook-id` /
-///   `x-adobe-event-id` header, else shop + entity kind + `entity_id` + `updated_at` + `state`.
-/// - Direct: the `Idempotency-Key` header (per shop), else the body's SHA-256 (per shop).
+/// - Magento: the I/O Events envelope's `id` (signed, in the body), else an
+///   `x-adobe-commerce-webhook-id` / `x-adobe-event-id` header bound to the body's SHA-256 (as
+///   for Shopify), else shop + entity kind + `entity_id` + `updated_at` + `state`.
+/// - Direct: the `Idempotency-Key` header (per shop), else the body's SHA-256 (per shop). The
+///   key is the caller's promise that the body is the same: the inbox binds it to the body, and
+///   the gateway answers 409 when the same key comes with another body.
 ///
 /// Anything that cannot be interpreted falls back to the body's SHA-256.
 pub fn dedupe_key(
@@ -99,9 +113,9 @@ pub fn dedupe_key(
     match platform {
         Platform::Shopify => {
             if let Some(id) = find("X-Shopify-Event-Id") {
-                format!("shopify:event:{id}")
+                format!("shopify:event:{id}:{}", body_hash(body))
             } else if let Some(id) = find("X-Shopify-Webhook-Id") {
-                format!("shopify:webhook:{id}")
+                format!("shopify:webhook:{id}:{}", body_hash(body))
             } else {
                 hashed()
             }
@@ -114,9 +128,9 @@ pub fn dedupe_key(
             if let Some(id) = magento::envelope_event_id(body).map(|id| header_part(&id)) {
                 format!("magento:event:{id}")
             } else if let Some(id) = find("x-adobe-commerce-webhook-id") {
-                format!("magento:webhook:{id}")
+                format!("magento:webhook:{id}:{}", body_hash(body))
             } else if let Some(id) = find("x-adobe-event-id") {
-                format!("magento:event:{id}")
+                format!("magento:event:{id}:{}", body_hash(body))
             } else {
                 match (interpretation, magento::state_fingerprint(body)) {
                     (Interpretation::Order(update), Some(state)) => {
@@ -168,6 +182,11 @@ fn bounded(fingerprint: &str) -> String {
     } else {
         format!("sha256-{}", sha256_hex(fingerprint.as_bytes()))
     }
+}
+
+/// The body's identity inside a key built from an unsigned header: `sha256-` and the hex digest.
+fn body_hash(body: &[u8]) -> String {
+    format!("sha256-{}", sha256_hex(body))
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {

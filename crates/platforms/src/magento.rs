@@ -32,8 +32,16 @@
 //!   event is a payment when the invoice state is 2 (paid). At the entity's `updated_at`: Magento
 //!   records no payment time on the order.
 //! - **Cancelled** when the state is `canceled`, at `updated_at`.
+//! - **Facts come from the signed body alone**: for an envelope or a webhook body the body's own
+//!   event code routes (the `?topic=` / `x-upline-topic` are used only for a plain entity, and
+//!   only to say which kind of entity it is); paid, cancelled and refunded come from the
+//!   entity's `state`, totals and items.
+//! - **Quantities** (`qty_ordered` of a counted row) are whole numbers above zero (`"2.0000"` is
+//!   2) and `price` is not negative; anything else is refused naming the field.
 //! - **Credit memos** become `Refunded` with the refunded quantities of the memo's items
-//!   (`order_item_id`, `qty`), dated by the memo's `created_at`. Rows with quantity 0 and rows
+//!   (`order_item_id`, `qty`, a whole number), dated by the memo's `created_at`. Each row states
+//!   its refunded net: `row_total` (excluding tax) less `discount_amount` net of its
+//!   `discount_tax_compensation_amount`, the same rule as an order line's net. Rows with quantity 0 and rows
 //!   priced 0 are left out: the memo repeats the structural rows of configurable and bundle
 //!   products (child of a configurable, children of a fixed bundle, parent of a dynamic bundle),
 //!   which are not order lines. A memo in state 1 (open) or 3 (canceled) is not a refund yet.
@@ -206,6 +214,12 @@ struct MemoItem {
     qty: Amount,
     #[serde(default)]
     price: Option<Amount>,
+    #[serde(default)]
+    row_total: Option<Amount>,
+    #[serde(default)]
+    discount_amount: Option<Amount>,
+    #[serde(default)]
+    discount_tax_compensation_amount: Option<Amount>,
 }
 
 #[derive(Deserialize)]
@@ -394,11 +408,8 @@ fn normalize(
     let counted = counted_rows(items);
     let mut lines = Vec::with_capacity(counted.len());
     for (i, item) in items.iter().enumerate() {
-        if !counted.contains(&i) {
-            continue;
-        }
-        if let Some(line) = line(&format!("{prefix}items[{i}]"), item)? {
-            lines.push(line);
+        if counted.contains(&i) {
+            lines.push(line(&format!("{prefix}items[{i}]"), item)?);
         }
     }
     Ok(NormalizedOrder {
@@ -412,6 +423,7 @@ fn normalize(
         tax: order.tax_amount.map(|a| a.0).unwrap_or_default(),
         declared_total: order.grand_total.map(|a| a.0).unwrap_or_default(),
         attribution: hints(order),
+        test: false,
     })
 }
 
@@ -458,12 +470,9 @@ fn counted_rows(items: &[Item]) -> BTreeSet<usize> {
     counted
 }
 
-fn line(path: &str, item: &Item) -> Result<Option<OrderLine>, PayloadError> {
-    let Some(quantity) =
-        common::ordered_quantity(&format!("{path}.qty_ordered"), item.qty_ordered.0)?
-    else {
-        return Ok(None);
-    };
+fn line(path: &str, item: &Item) -> Result<OrderLine, PayloadError> {
+    let quantity = common::ordered_quantity(&format!("{path}.qty_ordered"), item.qty_ordered.0)?;
+    let unit_price = common::unit_price(&format!("{path}.price"), item.price.0)?;
     let discount = item.discount_amount.map(|a| a.0.abs()).unwrap_or_default();
     let compensation = item
         .discount_tax_compensation_amount
@@ -477,14 +486,14 @@ fn line(path: &str, item: &Item) -> Result<Option<OrderLine>, PayloadError> {
         .map(str::to_string)
         .or_else(|| item.product_id.as_ref().map(|p| p.0.clone()))
         .unwrap_or_default();
-    Ok(Some(OrderLine {
+    Ok(OrderLine {
         line_id: common::line_id(&format!("{path}.item_id"), item.item_id.as_str())?,
         platform_sku: sku,
         quantity,
-        unit_price: item.price.0,
+        unit_price,
         discount: (discount - compensation).max(Decimal::ZERO),
         tax: item.tax_amount.map(|a| a.0).unwrap_or_default(),
-    }))
+    })
 }
 
 fn hints(order: &OrderEntity) -> AttributionHints {
@@ -564,15 +573,11 @@ fn memo_update(
     let mut lines = Vec::new();
     for (i, item) in memo.items.iter().enumerate() {
         let path = format!("{prefix}items[{i}]");
-        let quantity = item.qty.0;
-        if quantity < Decimal::ZERO {
-            return Err(PayloadError::new(
-                format!("{path}.qty"),
-                format!("{quantity} is negative"),
-            ));
-        }
+        let Some(quantity) = common::refunded_quantity(&format!("{path}.qty"), item.qty.0)? else {
+            continue;
+        };
         let priced = item.price.is_none_or(|p| p.0 > Decimal::ZERO);
-        if quantity.is_zero() || !priced {
+        if !priced {
             continue;
         }
         lines.push(RefundLine {
@@ -581,7 +586,7 @@ fn memo_update(
                 item.order_item_id.as_str(),
             )?,
             quantity,
-            stated_net: None,
+            stated_net: memo_row_net(&path, item)?,
         });
     }
     Ok(Interpretation::Order(OrderUpdate {
@@ -593,6 +598,33 @@ fn memo_update(
             scope: RefundScope::Lines(lines),
         })],
     }))
+}
+
+/// The net a credit memo row states it refunded (module notes): `row_total` less the row's
+/// discount net of its hidden tax; `None` when the row has no `row_total`.
+fn memo_row_net(path: &str, item: &MemoItem) -> Result<Option<Decimal>, PayloadError> {
+    let Some(row_total) = item.row_total.map(|a| a.0) else {
+        return Ok(None);
+    };
+    if row_total < Decimal::ZERO {
+        return Err(PayloadError::new(
+            format!("{path}.row_total"),
+            format!("{row_total} is negative"),
+        ));
+    }
+    let discount = item.discount_amount.map(|a| a.0.abs()).unwrap_or_default();
+    let compensation = item
+        .discount_tax_compensation_amount
+        .map(|a| a.0.abs())
+        .unwrap_or_default();
+    let net = row_total - (discount - compensation).max(Decimal::ZERO);
+    if net < Decimal::ZERO {
+        return Err(PayloadError::new(
+            format!("{path}.discount_amount"),
+            format!("a discount of {discount} is above the row total {row_total}"),
+        ));
+    }
+    Ok(Some(net))
 }
 
 /// The event's own id: the CloudEvents `id` of an I/O Events envelope (the same on every

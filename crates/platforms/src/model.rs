@@ -41,6 +41,11 @@ pub struct NormalizedOrder {
     #[serde(with = "upline_domain::money::decimal")]
     pub declared_total: Decimal,
     pub attribution: AttributionHints,
+    /// The platform marked it a test order (Shopify `"test": true`): recorded and reconciled, and
+    /// earning only where the shop's configuration says `test_orders = "earn"`. Defaults to
+    /// false, so updates parked before the flag existed still read.
+    #[serde(default)]
+    pub test: bool,
 }
 
 /// A fact about the order besides its content.

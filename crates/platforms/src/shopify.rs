@@ -14,24 +14,37 @@
 //! - **Tax**: a line's tax is the sum of its `tax_lines[].price`; `taxes_included` says whether
 //!   the line price contains it.
 //! - **Quantity** is the ordered `quantity` (not `current_quantity`): removals arrive as refunds.
-//!   A line with quantity 0 is dropped (it carries nothing and the domain refuses it).
+//!   It must be a whole number above zero and `price` must not be negative: anything else is
+//!   refused naming the field (`line_items[0].quantity`), never rounded or dropped.
 //! - **Shipping**: `total_shipping_price_set.shop_money.amount`, else the sum of
 //!   `shipping_lines[].price`. All amounts are in the shop currency (`currency`).
-//! - **Paid** when `financial_status` is `paid`, `partially_refunded` or `refunded`, or on the
-//!   `orders/paid` topic; at `processed_at` (else `updated_at`). Shopify's order carries no
-//!   payment time, and the aggregate keeps the first payment time it hears anyway.
-//! - **Cancelled** when `cancelled_at` is set (on `orders/cancelled` without it: `updated_at`).
+//! - **Facts come from the signed body alone.** The HMAC covers the body, not the headers, so the
+//!   `X-Shopify-Topic` header only routes: an order body, a refund body, or ignored. Re-posting
+//!   a captured unpaid order's body under `orders/paid` or `orders/cancelled` says exactly what
+//!   the body says (nothing paid, nothing cancelled).
+//! - **Paid** when `financial_status` is `paid`, `partially_refunded` or `refunded`; at
+//!   `processed_at` (else `updated_at`). Shopify's order carries no payment time, and the
+//!   aggregate keeps the first payment time it hears anyway.
+//! - **Cancelled** when `cancelled_at` is set, at that time.
+//! - **Test orders**: `"test": true` marks the order as a test (`NormalizedOrder::test`).
 //! - **Refunds** (embedded `refunds[]` or the `refunds/create` body) become `Refunded` facts with
 //!   the refunded line quantities, dated by the refund's `created_at`, so that both copies of one
 //!   refund are identical facts. Lines refunded with quantity 0 are left out; a refund with no
 //!   line (shipping only, an order adjustment) is still recorded, with no lines: it changes no
 //!   commission but is part of the order's history.
+//! - **Stated refund amounts**: a refund line's `subtotal` (`subtotal_set.shop_money.amount`,
+//!   else `subtotal`) is after discounts; it excludes tax when the order's `taxes_included` is
+//!   false and includes it when true, so the stated net is `subtotal`, or `subtotal - total_tax`
+//!   for tax-inclusive orders. A `refunds/create` body does not say whether the order's prices
+//!   include tax: there the net is stated only when the line's `total_tax` is 0 (then both
+//!   readings agree), else left unstated (the refund is allocated by quantity). The order's own
+//!   copy of that refund (in `refunds[]`) may then state it; the application takes the two as
+//!   the same refund, the first one heard standing.
 //! - **Attribution**: `note_attributes` named `distributor_ref` (preferred) or `ref`; every
 //!   `discount_codes[].code`; the `ref` query parameter of `landing_site` (only `ref`: Shopify's
 //!   own `landing_site_ref` also takes `source`-style parameters, which are not referrals);
 //!   `customer.id`.
 
-use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::Deserialize;
 use upline_domain::ids::{Platform, ShopId};
@@ -92,6 +105,8 @@ struct Order {
     customer: Option<Customer>,
     #[serde(default, deserialize_with = "nullable_vec")]
     refunds: Vec<RefundBody>,
+    #[serde(default)]
+    test: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -170,6 +185,14 @@ struct RefundBody {
 struct RefundLineItem {
     line_item_id: Id,
     quantity: Amount,
+    #[serde(default)]
+    subtotal: Option<Amount>,
+    #[serde(default)]
+    subtotal_set: Option<PriceSet>,
+    #[serde(default)]
+    total_tax: Option<Amount>,
+    #[serde(default)]
+    total_tax_set: Option<PriceSet>,
 }
 
 /// Interprets one Shopify delivery (`topic` is the `X-Shopify-Topic` header).
@@ -185,7 +208,8 @@ pub fn interpret(shop: &ShopId, topic: &str, body: &[u8]) -> Result<Interpretati
         });
     }
     let order: Order = common::parse(body)?;
-    order_update(shop, &topic, &order)
+    // The topic chose the body's shape; what happened comes from the body alone.
+    order_update(shop, &order)
 }
 
 fn key(shop: &ShopId, field: &str, id: &Id) -> Result<OrderKey, PayloadError> {
@@ -202,7 +226,8 @@ fn refund_update(shop: &ShopId, refund: &RefundBody) -> Result<Interpretation, P
         .as_ref()
         .ok_or_else(|| PayloadError::new("order_id", "is required"))?;
     let key = key(shop, "order_id", order_id)?;
-    let fact = refund_fact("", refund)?;
+    // A refund body does not say whether the order's prices include tax.
+    let fact = refund_fact("", refund, None)?;
     Ok(Interpretation::Order(OrderUpdate {
         key,
         order: None,
@@ -210,8 +235,13 @@ fn refund_update(shop: &ShopId, refund: &RefundBody) -> Result<Interpretation, P
     }))
 }
 
-/// A refund as a fact; `prefix` is the refund's JSON path with a trailing dot ("" at the root).
-fn refund_fact(prefix: &str, refund: &RefundBody) -> Result<OrderFact, PayloadError> {
+/// A refund as a fact; `prefix` is the refund's JSON path with a trailing dot ("" at the root);
+/// `taxes_included` is the order's, when the refund comes inside its order.
+fn refund_fact(
+    prefix: &str,
+    refund: &RefundBody,
+    taxes_included: Option<bool>,
+) -> Result<OrderFact, PayloadError> {
     check_line_count(
         &format!("{prefix}refund_line_items"),
         refund.refund_line_items.len(),
@@ -219,20 +249,14 @@ fn refund_fact(prefix: &str, refund: &RefundBody) -> Result<OrderFact, PayloadEr
     let mut lines = Vec::with_capacity(refund.refund_line_items.len());
     for (i, rl) in refund.refund_line_items.iter().enumerate() {
         let path = format!("{prefix}refund_line_items[{i}]");
-        let quantity = rl.quantity.0;
-        if quantity < Decimal::ZERO {
-            return Err(PayloadError::new(
-                format!("{path}.quantity"),
-                format!("{quantity} is negative"),
-            ));
-        }
-        if quantity.is_zero() {
+        let Some(quantity) = common::refunded_quantity(&format!("{path}.quantity"), rl.quantity.0)?
+        else {
             continue;
-        }
+        };
         lines.push(RefundLine {
             line_id: common::line_id(&format!("{path}.line_item_id"), rl.line_item_id.as_str())?,
             quantity,
-            stated_net: None,
+            stated_net: stated_net(&path, rl, taxes_included)?,
         });
     }
     Ok(OrderFact::Refunded(Refund {
@@ -242,18 +266,54 @@ fn refund_fact(prefix: &str, refund: &RefundBody) -> Result<OrderFact, PayloadEr
     }))
 }
 
-fn order_update(shop: &ShopId, topic: &str, order: &Order) -> Result<Interpretation, PayloadError> {
+/// The net a refund line states it gave back (module notes): `None` when the line states no
+/// subtotal, or when it carries tax and whether the subtotal includes it is unknown.
+fn stated_net(
+    path: &str,
+    line: &RefundLineItem,
+    taxes_included: Option<bool>,
+) -> Result<Option<Decimal>, PayloadError> {
+    let subtotal = match (&line.subtotal_set, line.subtotal) {
+        (Some(set), _) => set.shop_money.amount.0,
+        (None, Some(subtotal)) => subtotal.0,
+        (None, None) => return Ok(None),
+    };
+    let tax = match (&line.total_tax_set, line.total_tax) {
+        (Some(set), _) => set.shop_money.amount.0,
+        (None, Some(tax)) => tax.0,
+        (None, None) => Decimal::ZERO,
+    };
+    if subtotal < Decimal::ZERO {
+        return Err(PayloadError::new(
+            format!("{path}.subtotal"),
+            format!("{subtotal} is negative"),
+        ));
+    }
+    if tax < Decimal::ZERO || (tax > subtotal && taxes_included == Some(true)) {
+        return Err(PayloadError::new(
+            format!("{path}.total_tax"),
+            format!("{tax} is negative or above the tax-inclusive subtotal {subtotal}"),
+        ));
+    }
+    Ok(match (tax.is_zero(), taxes_included) {
+        (true, _) | (false, Some(false)) => Some(subtotal),
+        (false, Some(true)) => Some(subtotal - tax),
+        (false, None) => None,
+    })
+}
+
+fn order_update(shop: &ShopId, order: &Order) -> Result<Interpretation, PayloadError> {
     let key = key(shop, "id", &order.id)?;
     let placed_at = order.created_at.0;
     let updated_at = order.updated_at.0.unwrap_or(placed_at);
 
     check_line_count("line_items", order.line_items.len())?;
-    let mut lines = Vec::with_capacity(order.line_items.len());
-    for (i, item) in order.line_items.iter().enumerate() {
-        if let Some(line) = line(i, item)? {
-            lines.push(line);
-        }
-    }
+    let lines = order
+        .line_items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| line(i, item))
+        .collect::<Result<Vec<_>, _>>()?;
 
     let shipping = match &order.total_shipping_price_set {
         Some(set) => set.shop_money.amount.0,
@@ -273,6 +333,7 @@ fn order_update(shop: &ShopId, topic: &str, order: &Order) -> Result<Interpretat
         tax: order.total_tax.map(|a| a.0).unwrap_or_default(),
         declared_total: order.total_price.map(|a| a.0).unwrap_or_default(),
         attribution: hints(order),
+        test: order.test.unwrap_or(false),
     };
 
     let mut facts = Vec::new();
@@ -281,22 +342,20 @@ fn order_update(shop: &ShopId, topic: &str, order: &Order) -> Result<Interpretat
         .as_deref()
         .map(common::norm)
         .unwrap_or_default();
-    let paid = topic == "orders/paid"
-        || matches!(status.as_str(), "paid" | "partially_refunded" | "refunded");
-    if paid {
+    if matches!(status.as_str(), "paid" | "partially_refunded" | "refunded") {
         facts.push(OrderFact::Paid {
             at: order.processed_at.0.unwrap_or(updated_at),
         });
     }
     check_count("refunds", order.refunds.len(), MAX_REFUNDS)?;
     for (i, refund) in order.refunds.iter().enumerate() {
-        facts.push(refund_fact(&format!("refunds[{i}]."), refund)?);
+        facts.push(refund_fact(
+            &format!("refunds[{i}]."),
+            refund,
+            Some(normalized.prices_include_tax),
+        )?);
     }
-    let cancelled_at: Option<DateTime<Utc>> = order
-        .cancelled_at
-        .0
-        .or((topic == "orders/cancelled").then_some(updated_at));
-    if let Some(at) = cancelled_at {
+    if let Some(at) = order.cancelled_at.0 {
         facts.push(OrderFact::Cancelled { at });
     }
 
@@ -307,12 +366,10 @@ fn order_update(shop: &ShopId, topic: &str, order: &Order) -> Result<Interpretat
     }))
 }
 
-fn line(i: usize, item: &LineItem) -> Result<Option<OrderLine>, PayloadError> {
+fn line(i: usize, item: &LineItem) -> Result<OrderLine, PayloadError> {
     let path = format!("line_items[{i}]");
-    let Some(quantity) = common::ordered_quantity(&format!("{path}.quantity"), item.quantity.0)?
-    else {
-        return Ok(None);
-    };
+    let quantity = common::ordered_quantity(&format!("{path}.quantity"), item.quantity.0)?;
+    let unit_price = common::unit_price(&format!("{path}.price"), item.price.0)?;
     let sku = item
         .sku
         .as_deref()
@@ -332,14 +389,14 @@ fn line(i: usize, item: &LineItem) -> Result<Option<OrderLine>, PayloadError> {
         &format!("{path}.tax_lines"),
         item.tax_lines.iter().map(|t| t.price.0),
     )?;
-    Ok(Some(OrderLine {
+    Ok(OrderLine {
         line_id: common::line_id(&format!("{path}.id"), item.id.as_str())?,
         platform_sku: sku,
         quantity,
-        unit_price: item.price.0,
+        unit_price,
         discount,
         tax,
-    }))
+    })
 }
 
 fn hints(order: &Order) -> AttributionHints {

@@ -12,6 +12,12 @@
 //!   `prices_include_tax` says how prices were *entered*). So the normalised order always says
 //!   `prices_include_tax: false`, and each line's `total_tax` is informational: passing `true`
 //!   would take the tax out twice.
+//! - **Facts come from the signed body alone** (`status`, `date_paid_gmt`, `refunds[]`); the
+//!   `X-WC-Webhook-Topic` header only routes (an order state, `order.deleted`, or ignored).
+//! - **Quantities** are whole numbers above zero, `subtotal` and `total` not negative: anything
+//!   else is refused naming the field (`line_items[0].quantity`).
+//! - **Refund amounts**: see **Refunds** below; the order's `refunds[]` carries no line items, so
+//!   no line's refunded net is stated (the refund is a `NetAmount`).
 //! - **Unit price and discount** come from `subtotal` / `quantity` and `subtotal - total`: the
 //!   payload's `price` is `total / quantity` as a float (`3.3333333333333335`), neither exact nor
 //!   pre-discount. When `subtotal / quantity` has more than 4 decimals (the domain's limit), the
@@ -184,12 +190,12 @@ fn order_update(shop: &ShopId, order: &Order) -> Result<Interpretation, PayloadE
     let currency = order.currency;
 
     check_line_count("line_items", order.line_items.len())?;
-    let mut lines = Vec::with_capacity(order.line_items.len());
-    for (i, item) in order.line_items.iter().enumerate() {
-        if let Some(line) = line(i, item)? {
-            lines.push(line);
-        }
-    }
+    let lines = order
+        .line_items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| line(i, item))
+        .collect::<Result<Vec<_>, _>>()?;
     let declared_total = order.total.map(|a| a.0).unwrap_or_default();
 
     let status = order
@@ -229,6 +235,7 @@ fn order_update(shop: &ShopId, order: &Order) -> Result<Interpretation, PayloadE
         tax: order.total_tax.map(|a| a.0).unwrap_or_default(),
         declared_total,
         attribution: hints(order),
+        test: false,
     };
     Ok(Interpretation::Order(OrderUpdate {
         key,
@@ -237,12 +244,9 @@ fn order_update(shop: &ShopId, order: &Order) -> Result<Interpretation, PayloadE
     }))
 }
 
-fn line(i: usize, item: &LineItem) -> Result<Option<OrderLine>, PayloadError> {
+fn line(i: usize, item: &LineItem) -> Result<OrderLine, PayloadError> {
     let path = format!("line_items[{i}]");
-    let Some(quantity) = common::ordered_quantity(&format!("{path}.quantity"), item.quantity.0)?
-    else {
-        return Ok(None);
-    };
+    let quantity = common::ordered_quantity(&format!("{path}.quantity"), item.quantity.0)?;
     let (subtotal, total) = (item.subtotal.0, item.total.0);
     for (name, value) in [("subtotal", subtotal), ("total", total)] {
         if value < Decimal::ZERO {
@@ -274,14 +278,14 @@ fn line(i: usize, item: &LineItem) -> Result<Option<OrderLine>, PayloadError> {
         .or_else(|| nonzero(item.variation_id.as_ref()))
         .or_else(|| nonzero(item.product_id.as_ref()))
         .unwrap_or_default();
-    Ok(Some(OrderLine {
+    Ok(OrderLine {
         line_id: common::line_id(&format!("{path}.id"), item.id.as_str())?,
         platform_sku: sku,
         quantity,
         unit_price,
         discount,
         tax: item.total_tax.map(|a| a.0).unwrap_or_default(),
-    }))
+    })
 }
 
 fn nonzero(id: Option<&Id>) -> Option<String> {

@@ -32,6 +32,16 @@ fn none(_: &str) -> Option<String> {
     None
 }
 
+/// How a key names a body: `sha256-` and the hex digest of the bytes.
+fn body_hash(body: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    let hex: String = Sha256::digest(body)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("sha256-{hex}")
+}
+
 fn key(
     platform: Platform,
     header: &dyn Fn(&str) -> Option<String>,
@@ -44,31 +54,32 @@ fn key(
 }
 
 #[test]
-fn shopify_uses_the_event_id_then_the_webhook_id() {
+fn shopify_uses_the_event_id_then_the_webhook_id_bound_to_the_body() {
     let body = fixture("shopify_orders_paid.json");
+    let bound = |id: &str| format!("{id}:{}", body_hash(&body));
     let both = headers(&[
         ("X-Shopify-Event-Id", "ev-1"),
         ("X-Shopify-Webhook-Id", "wh-1"),
     ]);
     assert_eq!(
         key(Platform::Shopify, &both, &shop(), "orders/paid", &body),
-        "shopify:event:ev-1"
+        bound("shopify:event:ev-1")
     );
     // Found whether the lookup wants lower case or the documented spelling.
     let lower = exact_headers(&[("x-shopify-event-id", "ev-1")]);
     let spelled = exact_headers(&[("X-Shopify-Event-Id", "ev-1")]);
     assert_eq!(
         key(Platform::Shopify, &lower, &shop(), "orders/paid", &body),
-        "shopify:event:ev-1"
+        bound("shopify:event:ev-1")
     );
     assert_eq!(
         key(Platform::Shopify, &spelled, &shop(), "orders/paid", &body),
-        "shopify:event:ev-1"
+        bound("shopify:event:ev-1")
     );
     let webhook = headers(&[("x-shopify-webhook-id", "wh-1")]);
     assert_eq!(
         key(Platform::Shopify, &webhook, &shop(), "orders/paid", &body),
-        "shopify:webhook:wh-1"
+        bound("shopify:webhook:wh-1")
     );
     let hashed = key(Platform::Shopify, &none, &shop(), "orders/paid", &body);
     assert!(
@@ -85,7 +96,7 @@ fn odd_header_values_are_hashed_not_copied() {
     let h = headers(&[("x-shopify-event-id", long.as_str())]);
     let k = key(Platform::Shopify, &h, &shop(), "orders/paid", &body);
     assert!(k.starts_with("shopify:event:sha256-"), "{k}");
-    assert!(k.len() < 100);
+    assert!(k.len() < 160, "{k}");
     let h = headers(&[("x-shopify-event-id", "a b")]);
     assert!(key(Platform::Shopify, &h, &shop(), "orders/paid", &body).contains("sha256-"));
 }
@@ -164,7 +175,7 @@ fn magento_uses_the_envelope_id_then_headers_then_the_entity_state() {
     let h = headers(&[("x-adobe-commerce-webhook-id", "hook-9")]);
     assert_eq!(
         key(Platform::Magento, &h, &shop(), "order", &order),
-        "magento:webhook:hook-9"
+        format!("magento:webhook:hook-9:{}", body_hash(&order))
     );
     assert_eq!(
         key(Platform::Magento, &none, &shop(), "order", &order),
@@ -222,4 +233,45 @@ fn ignored_deliveries_still_get_a_key() {
         k,
         "shopify:-:sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
     );
+}
+
+/// Given a captured signed body, when it is posted again with a forged event id or topic, then
+/// the key cannot make another body pass for a repeat, and the facts are the body's own.
+#[test]
+fn an_unsigned_header_cannot_forge_a_repeat_or_a_fact() {
+    let pending = fixture("shopify_orders_paid.json");
+    let mut paid_value = fixture_json("shopify_orders_paid.json");
+    paid_value["financial_status"] = json!("paid");
+    paid_value["cancelled_at"] = serde_json::Value::Null;
+    let paid = bytes(&paid_value);
+    let same_id = headers(&[("x-shopify-event-id", "ev-42")]);
+
+    // A real later event reusing a captured id is not taken as a repeat of the captured body.
+    let captured = key(
+        Platform::Shopify,
+        &same_id,
+        &shop(),
+        "orders/updated",
+        &pending,
+    );
+    let real = key(
+        Platform::Shopify,
+        &same_id,
+        &shop(),
+        "orders/updated",
+        &paid,
+    );
+    assert_ne!(captured, real);
+
+    // A forged new id on the captured body is a new key, but the same facts as before.
+    let forged = headers(&[("x-shopify-event-id", "ev-forged")]);
+    assert_ne!(
+        key(Platform::Shopify, &forged, &shop(), "orders/paid", &pending),
+        captured
+    );
+    let facts = |topic: &str| match interpret(Platform::Shopify, &shop(), topic, &pending) {
+        Ok(Interpretation::Order(update)) => update.facts,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(facts("orders/paid"), facts("orders/updated"));
 }

@@ -129,17 +129,13 @@ fn documentation_orders_paid_sample_parses_exactly() {
     assert_eq!(order.attribution.explicit_ref, None);
     assert!(order.attribution.discount_codes.is_empty());
     assert_eq!(order.attribution.landing_ref, None);
-    // The sample is a cancelled, voided order: paid only because the topic says so.
+    // The sample is a cancelled, voided test order: the orders/paid topic does not make it paid.
+    assert!(order.test, "the sample says \"test\": true");
     assert_eq!(
         update.facts,
-        vec![
-            OrderFact::Paid {
-                at: at("2022-01-01T00:00:00Z")
-            },
-            OrderFact::Cancelled {
-                at: at("2022-01-01T00:00:00Z")
-            }
-        ]
+        vec![OrderFact::Cancelled {
+            at: at("2022-01-01T00:00:00Z")
+        }]
     );
 }
 
@@ -208,27 +204,32 @@ fn documentation_refund_sample_is_a_line_refund_without_order_content() {
                 RefundLine {
                     line_id: LineId::new("487817672276298560").unwrap(),
                     quantity: dec!(1),
-                    stated_net: None,
+                    // No tax on the line: its subtotal is the net either way.
+                    stated_net: Some(dec!(89.99)),
                 },
                 RefundLine {
                     line_id: LineId::new("789012345678901200").unwrap(),
                     quantity: dec!(1),
-                    stated_net: None,
+                    // No tax on the line: its subtotal is the net either way.
+                    stated_net: Some(dec!(19.99)),
                 },
                 RefundLine {
                     line_id: LineId::new("890123456789012400").unwrap(),
                     quantity: dec!(1),
-                    stated_net: None,
+                    // No tax on the line: its subtotal is the net either way.
+                    stated_net: Some(dec!(24.99)),
                 },
                 RefundLine {
                     line_id: LineId::new("976318377106520300").unwrap(),
                     quantity: dec!(1),
-                    stated_net: None,
+                    // No tax on the line: its subtotal is the net either way.
+                    stated_net: Some(dec!(159.99)),
                 },
                 RefundLine {
                     line_id: LineId::new("315789986012684400").unwrap(),
                     quantity: dec!(1),
-                    stated_net: None,
+                    // No tax on the line: its subtotal is the net either way.
+                    stated_net: Some(dec!(119.99)),
                 },
             ])
         })]
@@ -430,11 +431,10 @@ fn legacy_lines_without_allocations_use_total_discount() {
 }
 
 #[test]
-fn statuses_cancellation_and_zero_quantity_lines() {
+fn statuses_and_cancellation_come_from_the_body() {
     let mut body = order();
     body["financial_status"] = json!("pending");
     body["cancelled_at"] = json!("2025-03-02T00:00:00Z");
-    body["line_items"][1]["quantity"] = json!(0);
     let update = update(run("orders/updated", &bytes(&body)));
     assert_eq!(
         update.facts,
@@ -442,7 +442,6 @@ fn statuses_cancellation_and_zero_quantity_lines() {
             at: at("2025-03-02T00:00:00Z")
         }]
     );
-    assert_eq!(update.order.unwrap().lines.len(), 1);
 
     for status in ["partially_refunded", "refunded"] {
         let mut body = order();
@@ -450,14 +449,124 @@ fn statuses_cancellation_and_zero_quantity_lines() {
         let facts = support::update(run("orders/updated", &bytes(&body))).facts;
         assert!(matches!(facts[0], OrderFact::Paid { .. }), "{status}");
     }
+}
+
+/// Given a captured, signed body of an order that is authorised but not paid, when it is posted
+/// again under every order topic, then no payment and no cancellation results: the unsigned
+/// topic header only says that the body is an order.
+#[test]
+fn an_unpaid_body_reposted_under_every_order_topic_states_no_payment_or_cancellation() {
+    let mut pending = unwrapped("shopify_rest_order_fixture_450789469.json", "order");
+    assert_eq!(pending["financial_status"], "authorized");
+    assert!(pending["cancelled_at"].is_null());
+    pending["refunds"] = json!([]);
+    let body = bytes(&pending);
+    for topic in shopify::ORDER_TOPICS {
+        let update = update(run(topic, &body));
+        assert!(update.order.is_some(), "{topic}: the order is recorded");
+        assert_eq!(update.facts, vec![], "{topic}: no fact beyond the body's");
+    }
+    // The refund topic does not turn an order body into a refund either.
+    assert_eq!(err("refunds/create", &body).field, "order_id");
+}
+
+#[test]
+fn a_test_order_is_marked_and_a_real_one_is_not() {
     let mut body = order();
-    body["financial_status"] = json!("authorized");
-    body["cancelled_at"] = Value::Null;
-    assert!(support::update(run("orders/cancelled", &bytes(&body)))
-        .facts
-        .contains(&OrderFact::Cancelled {
-            at: at("2025-03-01T09:05:00Z")
-        }));
+    assert!(
+        !update(run("orders/paid", &bytes(&body)))
+            .order
+            .unwrap()
+            .test
+    );
+    body["test"] = json!(true);
+    assert!(
+        update(run("orders/paid", &bytes(&body)))
+            .order
+            .unwrap()
+            .test
+    );
+    let real = unwrapped("shopify_rest_order_fixture_450789469.json", "order");
+    assert_eq!(real["test"], false);
+    assert!(
+        !update(run("orders/create", &bytes(&real)))
+            .order
+            .unwrap()
+            .test
+    );
+}
+
+#[test]
+fn fractional_zero_or_negative_quantities_and_negative_prices_are_refused_naming_the_field() {
+    for (field, value, named) in [
+        ("quantity", json!(0), "line_items[1].quantity"),
+        ("quantity", json!(-1), "line_items[1].quantity"),
+        ("quantity", json!(1.5), "line_items[1].quantity"),
+        ("quantity", json!("2.5"), "line_items[1].quantity"),
+        ("price", json!("-10.00"), "line_items[1].price"),
+    ] {
+        let mut body = order();
+        body["line_items"][1][field] = value.clone();
+        let e = err("orders/paid", &bytes(&body));
+        assert_eq!(e.field, named, "{field} = {value}: {e}");
+    }
+    // A whole number written with decimals is a whole number; a free item is allowed.
+    let mut body = order();
+    body["line_items"][1]["quantity"] = json!("3.00");
+    body["line_items"][1]["price"] = json!("0.00");
+    let lines = update(run("orders/paid", &bytes(&body)))
+        .order
+        .unwrap()
+        .lines;
+    assert_eq!(lines[1].quantity, dec!(3));
+}
+
+#[test]
+fn a_fractional_or_negative_refund_quantity_is_refused() {
+    for value in [json!(-1), json!(0.5)] {
+        let mut refund = unwrapped("shopify_rest_refund_fixture_509562969.json", "refund");
+        refund["refund_line_items"][0]["quantity"] = value.clone();
+        let e = err("refunds/create", &bytes(&refund));
+        assert_eq!(e.field, "refund_line_items[0].quantity", "{value}");
+    }
+}
+
+/// The net a refund line states: its subtotal, less its tax when the order's prices include
+/// tax; unstated on a refunds/create body when the line carries tax (it cannot tell).
+#[test]
+fn refund_lines_state_their_net_from_the_subtotal_and_the_order_tax_treatment() {
+    let mut refund = fixture_json("shopify_refunds_create.json");
+    refund["refund_line_items"][0]["subtotal_set"]["shop_money"]["amount"] = json!("120.00");
+    refund["refund_line_items"][0]["total_tax_set"]["shop_money"]["amount"] = json!("20.00");
+    let stated =
+        |update: upline_platforms::model::OrderUpdate| -> Vec<Option<rust_decimal::Decimal>> {
+            let refund = update
+                .facts
+                .into_iter()
+                .find_map(|f| match f {
+                    OrderFact::Refunded(r) => Some(r),
+                    _ => None,
+                })
+                .expect("a refund");
+            match refund.scope {
+                RefundScope::Lines(lines) => lines.into_iter().map(|l| l.stated_net).collect(),
+                other => panic!("{other:?}"),
+            }
+        };
+    // Alone, the refund cannot say whether 120.00 includes its 20.00 of tax.
+    let alone = stated(update(run("refunds/create", &bytes(&refund))));
+    assert_eq!(alone[0], None);
+    assert_eq!(alone[1], Some(dec!(19.99)));
+
+    let mut order = fixture_json("shopify_orders_paid.json");
+    order["refunds"] = json!([refund]);
+    order["taxes_included"] = json!(true);
+    let inclusive = stated(update(run("orders/updated", &bytes(&order))));
+    assert_eq!(inclusive[0], Some(dec!(100.00)));
+    assert_eq!(inclusive[1], Some(dec!(19.99)));
+    order["taxes_included"] = json!(false);
+    let exclusive = stated(update(run("orders/updated", &bytes(&order))));
+    assert_eq!(exclusive[0], Some(dec!(120.00)));
 }
 
 #[test]

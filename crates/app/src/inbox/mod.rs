@@ -40,8 +40,13 @@ pub struct Delivery {
 pub enum Acceptance {
     /// Stored durably for the first time.
     New { id: i64 },
-    /// The same event was already in the inbox; nothing stored.
+    /// The same event was already in the inbox, with the same body; nothing stored.
     Duplicate { id: i64 },
+    /// The same dedupe key was already in the inbox with a *different* body; nothing stored.
+    /// A key a sender chose (the seed endpoint's `Idempotency-Key`) is bound to its body, so
+    /// this is the sender's mistake, answered as such; for platform event ids it is a changed
+    /// copy of an event already stored.
+    Conflict { id: i64 },
 }
 
 /// A delivery handed to a worker.
@@ -90,7 +95,7 @@ pub enum InboxError {
 #[async_trait]
 pub trait Inbox: Send + Sync {
     /// Stores a delivery durably (on return it survives a crash), unless the same event is
-    /// already there.
+    /// already there (`Duplicate` when its body is the same, `Conflict` when it differs).
     async fn accept(&self, delivery: Delivery) -> Result<Acceptance, InboxError>;
     /// Takes up to `max` pending deliveries, oldest first, leasing them for `lease`: an item not
     /// completed or released before its lease ends (the worker died) is handed out again.

@@ -10,12 +10,16 @@ use crate::support::{config, fixture_text};
 const EXAMPLE: &str = r#"
 # The largest webhook body accepted (bytes). Default 1 MiB, at most 4 MiB.
 max_body_bytes = 1048576
+# Deliveries whose own time is older than this are parked, not processed. Default 72.
+replay_window_hours = 48
 
 [[shops]]
 platform = "shopify"
 shop = "acme.myshopify.com"
 # The app's client secret; during a rotation, the new one and the old one.
 secrets = ["new-client-secret", "old-client-secret"]
+# Test orders earn like real ones (default "record": recorded, nobody earns).
+test_orders = "earn"
 
 [[shops]]
 platform = "woocommerce"
@@ -56,8 +60,28 @@ fn the_documented_toml_example_loads_and_validates() {
         "Debug redacts: {debug}"
     );
 
+    assert_eq!(config.replay_window_hours, 48);
+    assert_eq!(
+        config.test_orders_earn().into_iter().collect::<Vec<_>>(),
+        [(Platform::Shopify, "acme.myshopify.com".parse().unwrap())]
+    );
+
     let minimal: GatewayConfig = toml::from_str("").unwrap();
     assert_eq!(minimal.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
+    assert_eq!(minimal.replay_window_hours, 72);
+    assert!(minimal.test_orders_earn().is_empty());
+    let no_window = GatewayConfig {
+        replay_window_hours: 0,
+        ..GatewayConfig::default()
+    };
+    assert_eq!(
+        no_window.validate().unwrap_err().field,
+        "replay_window_hours"
+    );
+    assert!(toml::from_str::<GatewayConfig>(
+        "[[shops]]\nplatform = \"shopify\"\nshop = \"a.myshopify.com\"\nsecrets = [\"s\"]\ntest_orders = \"maybe\"\n"
+    )
+    .is_err());
     assert!(toml::from_str::<GatewayConfig>("max_body_byte = 3").is_err());
 }
 
@@ -67,6 +91,7 @@ fn shop(platform: Platform, name: &str, secrets: &[&str]) -> ShopConfig {
         shop: name.parse().unwrap(),
         secrets: secrets.iter().map(|s| s.to_string()).collect(),
         public_keys_pem: vec![],
+        test_orders: Default::default(),
     }
 }
 

@@ -78,18 +78,43 @@ async fn an_hmac_of_the_raw_body_authenticates_too() {
     ];
     let (status, answer) = server.post(PATH, &headers, &body).await;
     assert_eq!(status, 200, "{answer}");
+}
 
-    // An Idempotency-Key names the event: the same key again is a duplicate, whatever the body.
+/// Given an order sent with an Idempotency-Key, when the same key comes again with the same
+/// body it is a 200 duplicate; with another body it is a 409 naming the key, and nothing of the
+/// second body is stored.
+#[tokio::test]
+async fn an_idempotency_key_is_bound_to_its_body() {
+    let server = Server::start().await;
     let keyed = vec![
         ("authorization", format!("Bearer {API_BEARER}")),
         ("idempotency-key", "erp-order-77-v1".to_string()),
     ];
     let first = normalized_order("77");
-    let (_, answer) = server.post(PATH, &keyed, &first).await;
-    assert_eq!(answer["status"], "accepted", "{answer}");
+    let (status, answer) = server.post(PATH, &keyed, &first).await;
+    assert_eq!(
+        (status, &answer["status"]),
+        (200, &"accepted".into()),
+        "{answer}"
+    );
+    let (status, again) = server.post(PATH, &keyed, &first).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["status"], "duplicate");
+    assert_eq!(again["delivery"], answer["delivery"]);
+
     let second = normalized_order("78");
-    let (_, again) = server.post(PATH, &keyed, &second).await;
-    assert_eq!(again["status"], "duplicate", "{again}");
+    let (status, conflict) = server.post(PATH, &keyed, &second).await;
+    assert_eq!(status, 409, "{conflict}");
+    assert_eq!(conflict["status"], "conflict");
+    assert_eq!(conflict["idempotency_key"], "erp-order-77-v1");
+    assert!(conflict["error"]
+        .as_str()
+        .unwrap()
+        .contains("erp-order-77-v1"));
+    let items = server.items().await;
+    assert_eq!(items.len(), 1, "the second body is not stored");
+    assert_eq!(items[0].delivery.body, first);
+    assert_eq!(items[0].duplicates, 1, "only the true repeat counts");
 }
 
 #[tokio::test]

@@ -39,6 +39,9 @@ pub const API_SHOP: &str = "erp.example.com";
 pub const API_BEARER: &str = "erp-bearer-token-0123456789abcdef";
 pub const API_HMAC: &str = "erp-hmac-secret-0123456789abcdef";
 
+/// A replay window (hours) that takes the documentation samples (2008 onwards) as fresh.
+pub const FIXTURE_WINDOW_HOURS: u32 = 24 * 366 * 30;
+
 /// Small enough that a test can go over it cheaply, large enough for every fixture.
 pub const TEST_MAX_BODY: usize = 64 * 1024;
 
@@ -62,24 +65,28 @@ pub fn config() -> GatewayConfig {
                 shop: shop(SHOPIFY_SHOP),
                 secrets: vec![SHOPIFY_SECRET.into(), SHOPIFY_OLD_SECRET.into()],
                 public_keys_pem: vec![],
+                test_orders: Default::default(),
             },
             ShopConfig {
                 platform: upline_domain::ids::Platform::Shopify,
                 shop: shop(SDK_SHOP),
                 secrets: vec![SDK_SECRET.into()],
                 public_keys_pem: vec![],
+                test_orders: Default::default(),
             },
             ShopConfig {
                 platform: upline_domain::ids::Platform::Woocommerce,
                 shop: shop(WOO_SHOP),
                 secrets: vec![WOO_SECRET_RAW.into()],
                 public_keys_pem: vec![],
+                test_orders: Default::default(),
             },
             ShopConfig {
                 platform: upline_domain::ids::Platform::Magento,
                 shop: shop(MAGENTO_SHOP),
                 secrets: vec![],
                 public_keys_pem: vec![fixture_text("magento_test_public_key.pem")],
+                test_orders: Default::default(),
             },
         ],
         api_keys: vec![ApiKeyConfig {
@@ -89,6 +96,9 @@ pub fn config() -> GatewayConfig {
             hmac_secret: Some(API_HMAC.into()),
         }],
         max_body_bytes: TEST_MAX_BODY,
+        // The fixtures are the platforms' documentation samples, dated years ago: wide enough
+        // for them; the replay tests narrow it.
+        replay_window_hours: FIXTURE_WINDOW_HOURS,
     }
 }
 

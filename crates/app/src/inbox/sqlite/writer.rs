@@ -182,6 +182,7 @@ impl Writer {
                 Ok(Answer::Accepted(Acceptance::Duplicate { .. })) => {
                     self.counters.duplicates.fetch_add(1, Ordering::Relaxed);
                 }
+                Ok(Answer::Accepted(Acceptance::Conflict { .. })) => {}
                 // Work again, as far as a worker of this handle can tell.
                 Ok(Answer::Requeued(true)) => self.new_work.notify_one(),
                 _ => {}
@@ -250,20 +251,44 @@ impl Writer {
         }
     }
 
-    /// Insert, or count one more duplicate of the stored row: one atomic
-    /// statement either way. `duplicates` is 0 exactly when this inserted.
+    /// Insert, or recognise the stored row with the same key: a duplicate (counted) when its
+    /// body is byte for byte the same, a conflict (not counted, nothing changed) when it is not.
+    /// One writer, inside its transaction: nothing can come between the look-up and the write.
     async fn accept(
         &mut self,
         delivery: &NewDelivery,
         now: DateTime<Utc>,
     ) -> Result<Acceptance, InboxError> {
-        let row = sqlx::query(
+        let known = sqlx::query(
+            "SELECT id, body = ?4 AS same_body FROM deliveries \
+             WHERE platform = ?1 AND shop = ?2 AND dedupe_key = ?3",
+        )
+        .bind(delivery.platform)
+        .bind(delivery.shop.as_str())
+        .bind(delivery.dedupe_key.as_str())
+        .bind(delivery.body.as_slice())
+        .fetch_optional(&mut self.conn)
+        .await
+        .map_err(storage)?;
+        if let Some(row) = known {
+            let id: i64 = row.try_get("id").map_err(storage)?;
+            let same_body: bool = row.try_get("same_body").map_err(storage)?;
+            if !same_body {
+                return Ok(Acceptance::Conflict { id });
+            }
+            sqlx::query("UPDATE deliveries SET duplicates = duplicates + 1 WHERE id = ?1")
+                .bind(id)
+                .execute(&mut self.conn)
+                .await
+                .map_err(storage)?;
+            return Ok(Acceptance::Duplicate { id });
+        }
+        let id: i64 = sqlx::query_scalar(
             "INSERT INTO deliveries \
              (platform, shop, topic, dedupe_key, delivery_id, received_at, headers, body, \
               available_at) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
-             ON CONFLICT (platform, shop, dedupe_key) DO UPDATE SET duplicates = duplicates + 1 \
-             RETURNING id, duplicates",
+             RETURNING id",
         )
         .bind(delivery.platform)
         .bind(delivery.shop.as_str())
@@ -277,13 +302,7 @@ impl Writer {
         .fetch_one(&mut self.conn)
         .await
         .map_err(storage)?;
-        let id: i64 = row.try_get("id").map_err(storage)?;
-        let duplicates: i64 = row.try_get("duplicates").map_err(storage)?;
-        Ok(if duplicates == 0 {
-            Acceptance::New { id }
-        } else {
-            Acceptance::Duplicate { id }
-        })
+        Ok(Acceptance::New { id })
     }
 
     /// Lease the oldest available pending items: at most `max`, and no more
