@@ -52,6 +52,8 @@ pub(crate) struct Inner {
     pub(crate) max_body_bytes: usize,
     pub(crate) inbox: Arc<dyn Inbox>,
     pub(crate) ready: Arc<AtomicBool>,
+    /// What the consumers behind the inbox hold back: `/readyz` answers degraded while any.
+    pub(crate) consumers: upline_app::consumer::ConsumerHealth,
     /// Permits for [`limits::MAX_WEBHOOKS_IN_FLIGHT`].
     pub(crate) in_flight: Arc<tokio::sync::Semaphore>,
     pub(crate) metrics: &'static PrometheusHandle,
@@ -125,6 +127,7 @@ impl Gateway {
                 max_body_bytes: config.max_body_bytes,
                 inbox,
                 ready: Arc::new(AtomicBool::new(false)),
+                consumers: upline_app::consumer::ConsumerHealth::default(),
                 in_flight: Arc::new(tokio::sync::Semaphore::new(limits::MAX_WEBHOOKS_IN_FLIGHT)),
                 metrics: telemetry::prometheus(),
             }),
@@ -135,6 +138,12 @@ impl Gateway {
     /// runs); it may clear it again while shutting down.
     pub fn readiness(&self) -> Arc<AtomicBool> {
         self.inner.ready.clone()
+    }
+
+    /// The board the consumers (postings, projections) report held events to; `/readyz` reads
+    /// it. Hand a clone to each consumer.
+    pub fn consumer_health(&self) -> upline_app::consumer::ConsumerHealth {
+        self.inner.consumers.clone()
     }
 
     /// The routes, for embedding in a larger server. [`run`] serves exactly this.

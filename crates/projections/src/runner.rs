@@ -710,6 +710,15 @@ impl ProjectionRunner {
     /// a configuration error (two projections with one name, a bad table name).
     pub async fn run(&self, shutdown: watch::Receiver<bool>) -> Result<(), ProjectionError> {
         self.check_configuration()?;
+        if self.init().await.is_ok() {
+            // What is already held shows on /readyz from the start (the board may have been
+            // attached after `init`).
+            for projection in &self.projections {
+                if let Err(error) = self.publish_held(projection.name()).await {
+                    tracing::warn!(projection = projection.name(), %error, "held events not reported");
+                }
+            }
+        }
         let runs = self
             .projections
             .iter()
