@@ -1,5 +1,5 @@
 //! Operator commands on the data directory: publish a plan, import a network, list and retry
-//! parked orders and parked deliveries. They go through the same application layer as webhooks.
+//! parked orders and parked deliveries, list and retry the events consumers hold back. They go through the same application layer as webhooks.
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -9,7 +9,9 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use upline_app::inbox::sqlite::{DeliveryStatus, MAX_LIST};
 use upline_app::inbox::{Inbox, InboxError};
+use upline_app::quarantine::{parse_held_id, HeldEvent};
 use upline_app::worker::Worker;
+use upline_app::CommissionPostings;
 use upline_app::{Provenance, UpdateOutcome};
 use upline_platforms::model::Interpretation;
 
@@ -96,53 +98,331 @@ pub async fn enroll_customer(
     })
 }
 
+/// How a listing is printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Format {
+    /// Lines for a person.
+    #[default]
+    Text,
+    /// One JSON object.
+    Json,
+}
+
+/// Parked entries shown per page of `upline parked list` unless `--limit` says otherwise.
+pub const DEFAULT_PARKED_PAGE: usize = 100;
+
+/// One page of `upline parked list`: parked orders first (by order stream), then parked
+/// deliveries (by id). `after` is the key of the last entry of the previous page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParkedListing {
+    pub limit: usize,
+    pub after: Option<String>,
+    pub format: Format,
+}
+
+impl Default for ParkedListing {
+    fn default() -> Self {
+        ParkedListing {
+            limit: DEFAULT_PARKED_PAGE,
+            after: None,
+            format: Format::Text,
+        }
+    }
+}
+
+/// One line of `upline parked list`.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum ParkedEntry {
+    Order {
+        key: String,
+        updates: usize,
+        parked_at: chrono::DateTime<chrono::Utc>,
+        retries: usize,
+        reason: String,
+    },
+    Delivery {
+        key: String,
+        platform: String,
+        shop: String,
+        topic: String,
+        parked_at: Option<chrono::DateTime<chrono::Utc>>,
+        reason: String,
+    },
+}
+
+impl ParkedEntry {
+    fn key(&self) -> &str {
+        match self {
+            ParkedEntry::Order { key, .. } | ParkedEntry::Delivery { key, .. } => key,
+        }
+    }
+}
+
+/// `upline parked list` with the defaults (the first page, as text).
 pub async fn list_parked(config: &ServeConfig) -> Result<String> {
+    list_parked_page(config, &ParkedListing::default()).await
+}
+
+/// `upline parked list [--limit N] [--after KEY] [--format json]`.
+pub async fn list_parked_page(config: &ServeConfig, listing: &ParkedListing) -> Result<String> {
+    anyhow::ensure!(listing.limit > 0, "--limit must be at least 1");
     let services = Services::open(config).await?;
-    let orders = services.app.list_parked().await;
-    let deliveries = services.inbox.list(Some("parked"), 1_000).await;
+    let entries = parked_entries(&services, listing).await;
     services.close().await?;
-    let (orders, deliveries) = (orders?, deliveries?);
+    let mut entries = entries?;
+    let more = entries.len() > listing.limit;
+    entries.truncate(listing.limit);
+    let next_after = more
+        .then(|| entries.last().map(|e| e.key().to_string()))
+        .flatten();
+    if listing.format == Format::Json {
+        let page = serde_json::json!({"items": entries, "next_after": next_after});
+        return Ok(format!("{page}\n"));
+    }
+    if entries.is_empty() {
+        return Ok(if listing.after.is_some() {
+            "nothing more is parked\n".into()
+        } else {
+            "nothing is parked\n".into()
+        });
+    }
     let mut out = String::new();
-    if orders.is_empty() && deliveries.is_empty() {
-        return Ok("nothing is parked\n".into());
-    }
-    for p in &orders {
-        let _ = writeln!(
-            out,
-            "{}  {} update(s), parked {}, {} retr{}: {}",
-            p.order_stream,
-            p.updates,
-            p.parked_at
-                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-            p.retries,
-            if p.retries == 1 { "y" } else { "ies" },
-            p.reason
-        );
-    }
-    for d in &deliveries {
-        let _ = writeln!(
-            out,
-            "{DELIVERY_PREFIX}{}  {} {} {}, parked {}: {}",
-            d.id,
-            d.delivery.platform,
-            d.delivery.shop,
-            d.delivery.topic,
-            d.completed_at.map_or_else(
-                || "(no time recorded)".to_string(),
-                |at| at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    let at =
+        |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    for entry in &entries {
+        let _ = match entry {
+            ParkedEntry::Order {
+                key,
+                updates,
+                parked_at,
+                retries,
+                reason,
+            } => writeln!(
+                out,
+                "{key}  {updates} update(s), parked {}, {retries} retr{}: {reason}",
+                at(*parked_at),
+                if *retries == 1 { "y" } else { "ies" },
             ),
-            d.outcome_reason.as_deref().unwrap_or("no reason recorded")
+            ParkedEntry::Delivery {
+                key,
+                platform,
+                shop,
+                topic,
+                parked_at,
+                reason,
+            } => writeln!(
+                out,
+                "{key}  {platform} {shop} {topic}, parked {}: {reason}",
+                parked_at.map_or_else(|| "(no time recorded)".to_string(), at),
+            ),
+        };
+    }
+    if let Some(next) = &next_after {
+        let _ = writeln!(
+            out,
+            "more are parked: continue with `upline parked list --after {next}`"
         );
     }
-    let keys = match (orders.is_empty(), deliveries.is_empty()) {
-        (false, false) => "ORDER-STREAM` or `upline parked retry delivery-N",
-        (false, true) => "ORDER-STREAM",
+    let has_orders = entries
+        .iter()
+        .any(|e| matches!(e, ParkedEntry::Order { .. }));
+    let has_deliveries = entries
+        .iter()
+        .any(|e| matches!(e, ParkedEntry::Delivery { .. }));
+    let keys = match (has_orders, has_deliveries) {
+        (true, true) => "ORDER-STREAM` or `upline parked retry delivery-N",
+        (true, false) => "ORDER-STREAM",
         _ => "delivery-N",
     };
     let _ = writeln!(
         out,
         "retry one with `upline parked retry {keys}`, or all with `--all`"
     );
+    Ok(out)
+}
+
+/// Up to `limit + 1` entries after `after` (one more than shown: whether more exist).
+async fn parked_entries(services: &Services, listing: &ParkedListing) -> Result<Vec<ParkedEntry>> {
+    let want = listing.limit.saturating_add(1);
+    let after = listing.after.as_deref();
+    let mut entries = Vec::new();
+    // Orders come first; a `delivery-N` cursor is past all of them.
+    let after_delivery = match after.and_then(delivery_key) {
+        Some(id) => Some(id?),
+        None => None,
+    };
+    if after_delivery.is_none() {
+        for p in services.app.list_parked().await? {
+            if after.is_some_and(|a| p.order_stream.as_str() <= a) {
+                continue;
+            }
+            if entries.len() == want {
+                return Ok(entries);
+            }
+            entries.push(ParkedEntry::Order {
+                key: p.order_stream,
+                updates: p.updates,
+                parked_at: p.parked_at,
+                retries: p.retries,
+                reason: p.reason,
+            });
+        }
+    }
+    let mut from = after_delivery.unwrap_or(0);
+    while entries.len() < want {
+        let page = services
+            .inbox
+            .list_after("parked", from, (want - entries.len()).min(MAX_LIST))
+            .await?;
+        let Some(last) = page.last().map(|d| d.id) else {
+            break;
+        };
+        from = last;
+        entries.extend(page.into_iter().map(|d| {
+            ParkedEntry::Delivery {
+                key: format!("{DELIVERY_PREFIX}{}", d.id),
+                platform: d.delivery.platform.to_string(),
+                shop: d.delivery.shop.to_string(),
+                topic: d.delivery.topic,
+                parked_at: d.completed_at,
+                reason: d
+                    .outcome_reason
+                    .unwrap_or_else(|| "no reason recorded".to_string()),
+            }
+        }));
+    }
+    Ok(entries)
+}
+
+/// The consumers' held events in one list: the commission postings' (event store), then the
+/// projections' (read store).
+async fn all_held(
+    postings: &CommissionPostings,
+    runner: &upline_projections::ProjectionRunner,
+) -> Result<Vec<HeldEvent>> {
+    let mut held = postings.held().await?;
+    held.extend(runner.held().await?);
+    Ok(held)
+}
+
+/// Opens what holds events: the postings and the projections over this data directory.
+async fn consumers(
+    config: &ServeConfig,
+    services: &Services,
+) -> Result<(CommissionPostings, upline_projections::ProjectionRunner)> {
+    let postings = CommissionPostings::open(services.store.clone()).await?;
+    let runner = upline_projections::open_default(
+        services.store.clone(),
+        &config.data_dir,
+        config.read_store.as_deref(),
+    )
+    .await
+    .context("cannot open the read store")?;
+    Ok((postings, runner))
+}
+
+/// `upline quarantine list [--format json]`: every event a consumer holds back, with why and
+/// since when.
+pub async fn list_quarantine(config: &ServeConfig, format: Format) -> Result<String> {
+    let services = Services::open(config).await?;
+    let result = async {
+        let (postings, runner) = consumers(config, &services).await?;
+        let held = all_held(&postings, &runner).await;
+        runner.read_store().close().await;
+        held
+    }
+    .await;
+    services.close().await?;
+    let held = result?;
+    if format == Format::Json {
+        let items: Vec<serde_json::Value> = held
+            .iter()
+            .map(|h| {
+                let mut item = serde_json::json!(h);
+                item["id"] = serde_json::json!(h.id());
+                item
+            })
+            .collect();
+        return Ok(format!("{}\n", serde_json::json!({ "items": items })));
+    }
+    if held.is_empty() {
+        return Ok("nothing is held\n".into());
+    }
+    let mut out = String::new();
+    for h in &held {
+        let _ = writeln!(
+            out,
+            "{}  {} {} position {} ({}), held since {}{}: {}",
+            h.id(),
+            h.consumer,
+            h.stream,
+            h.position,
+            h.event_type,
+            h.since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            match h.retries {
+                0 => String::new(),
+                1 => ", 1 retry".to_string(),
+                n => format!(", {n} retries"),
+            },
+            h.reason
+        );
+    }
+    let _ = writeln!(
+        out,
+        "retry one (with the held events of its stream) with `upline quarantine retry ID`, or all with `--all`"
+    );
+    Ok(out)
+}
+
+/// `upline quarantine retry ID | --all`: runs held events through their consumer again (after a
+/// fix); each that goes through is released, one that still fails stays held with its new
+/// reason. Safe to repeat: postings and projection rows are written once.
+pub async fn retry_quarantine(config: &ServeConfig, id: Option<&str>, all: bool) -> Result<String> {
+    anyhow::ensure!(
+        id.is_some() || all,
+        "name the held event to retry (an ID from `upline quarantine list`), or pass --all"
+    );
+    let services = Services::open(config).await?;
+    let result = async {
+        let (postings, runner) = consumers(config, &services).await?;
+        let reports = match id {
+            Some(id) => {
+                let (consumer, position) = parse_held_id(id).with_context(|| {
+                    format!("{id:?} is not a held event: expected CONSUMER@POSITION, as `upline quarantine list` shows")
+                })?;
+                vec![if consumer == upline_app::postings::CONSUMER {
+                    postings.retry_held(position).await?
+                } else {
+                    runner.retry_held(consumer, position).await?
+                }]
+            }
+            None => {
+                let mut reports = postings.retry_all_held().await?;
+                reports.extend(runner.retry_all_held().await?);
+                reports
+            }
+        };
+        runner.read_store().close().await;
+        anyhow::Ok(reports)
+    }
+    .await;
+    services.close().await?;
+    let reports = result?;
+    if reports.is_empty() {
+        return Ok("nothing is held\n".into());
+    }
+    let mut out = String::new();
+    for r in &reports {
+        let _ = match &r.still_held {
+            None => writeln!(out, "{} {}: {} released", r.consumer, r.stream, r.released),
+            Some((position, reason)) => writeln!(
+                out,
+                "{} {}: {} released; still held at position {position}: {reason}",
+                r.consumer, r.stream, r.released
+            ),
+        };
+    }
     Ok(out)
 }
 

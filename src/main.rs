@@ -20,7 +20,7 @@ struct Cli {
     command: Command,
 }
 
-/// Where the embedded event store and inbox live.
+/// Where the embedded event store, inbox and read store live.
 #[derive(clap::Args, Clone)]
 struct DataDir {
     #[arg(long, env = "UPLINE_DATA_DIR", default_value = "./data")]
@@ -90,6 +90,35 @@ enum Command {
     Parked {
         #[command(subcommand)]
         command: ParkedCommand,
+    },
+    /// Events a consumer (commission postings, a projection) holds back after a permanent
+    /// failure, and their retry after the fix.
+    Quarantine {
+        #[command(subcommand)]
+        command: QuarantineCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum QuarantineCommand {
+    /// Lists held events: consumer, stream, position, event type, reason and since when.
+    List {
+        #[arg(long, value_enum, default_value_t = upline::admin::Format::Text)]
+        format: upline::admin::Format,
+        #[command(flatten)]
+        data: DataDir,
+    },
+    /// Runs held events through their consumer again; one still failing stays held with its
+    /// new reason.
+    Retry {
+        /// A held event as `quarantine list` shows it (CONSUMER@POSITION); the held events of
+        /// its stream are retried with it, in order.
+        id: Option<String>,
+        /// Retry every held event.
+        #[arg(long, conflicts_with = "id")]
+        all: bool,
+        #[command(flatten)]
+        data: DataDir,
     },
 }
 
@@ -173,8 +202,16 @@ enum CustomerCommand {
 
 #[derive(Subcommand)]
 enum ParkedCommand {
-    /// Lists parked orders and parked deliveries, with their reasons.
+    /// Lists parked orders and parked deliveries, with their reasons, a page at a time.
     List {
+        /// Entries per page.
+        #[arg(long, default_value_t = upline::admin::DEFAULT_PARKED_PAGE)]
+        limit: usize,
+        /// Continue after this key (the last one of the previous page, as printed).
+        #[arg(long)]
+        after: Option<String>,
+        #[arg(long, value_enum, default_value_t = upline::admin::Format::Text)]
+        format: upline::admin::Format,
         #[command(flatten)]
         data: DataDir,
     },
@@ -264,8 +301,31 @@ fn run(cli: Cli) -> Result<String> {
             runtime()?.block_on(enroll)
         }
         Command::Parked {
-            command: ParkedCommand::List { data },
-        } => runtime()?.block_on(upline::admin::list_parked(&data.config())),
+            command:
+                ParkedCommand::List {
+                    limit,
+                    after,
+                    format,
+                    data,
+                },
+        } => {
+            let listing = upline::admin::ParkedListing {
+                limit,
+                after,
+                format,
+            };
+            runtime()?.block_on(upline::admin::list_parked_page(&data.config(), &listing))
+        }
+        Command::Quarantine {
+            command: QuarantineCommand::List { format, data },
+        } => runtime()?.block_on(upline::admin::list_quarantine(&data.config(), format)),
+        Command::Quarantine {
+            command: QuarantineCommand::Retry { id, all, data },
+        } => runtime()?.block_on(upline::admin::retry_quarantine(
+            &data.config(),
+            id.as_deref(),
+            all,
+        )),
         Command::Parked {
             command: ParkedCommand::Retry { key, all, data },
         } => runtime()?.block_on(upline::admin::retry_parked(

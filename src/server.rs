@@ -122,7 +122,13 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer> {
         }
     });
 
-    let postings = CommissionPostings::open(services.store.clone()).await?;
+    let gateway =
+        Gateway::new(config.gateway.clone(), inbox).context("invalid [gateway] configuration")?;
+    // Held events of every consumer show on /readyz and /metrics.
+    let health = gateway.consumer_health();
+    let postings = CommissionPostings::open(services.store.clone())
+        .await?
+        .with_health(health.clone());
     let postings_position = postings.position();
     let postings = tokio::spawn({
         let rx = shutdown_rx.clone();
@@ -136,15 +142,14 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer> {
             config.read_store.as_deref(),
         )
         .await
-        .context("cannot open the read store")?,
+        .context("cannot open the read store")?
+        .with_health(health),
     );
     let projector = tokio::spawn({
         let (runner, rx) = (projections.clone(), shutdown_rx.clone());
         async move { runner.run(rx).await }
     });
 
-    let gateway =
-        Gateway::new(config.gateway.clone(), inbox).context("invalid [gateway] configuration")?;
     let ready = gateway.readiness();
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

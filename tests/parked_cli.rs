@@ -327,3 +327,214 @@ async fn a_delivery_that_now_reads_but_whose_order_is_refused_moves_to_the_parke
         "{listing}"
     );
 }
+
+/// Parks an order update in the event store (its SKU is not mapped), as the worker does.
+async fn park_order(config: &ServeConfig, order_id: u64) {
+    let services = Services::open(config).await.unwrap();
+    let body = order_body_with_sku(order_id, "USD", "NOT-MAPPED");
+    let shop = ShopId::new(SHOP).unwrap();
+    let Ok(upline_platforms::model::Interpretation::Order(update)) =
+        upline_platforms::interpret(Platform::Shopify, &shop, "orders/paid", &body)
+    else {
+        panic!("the body reads as an order");
+    };
+    let who = upline_app::Provenance::command("test");
+    let outcome = services
+        .app
+        .handle_update(&update, &who, "test")
+        .await
+        .unwrap();
+    assert!(
+        matches!(outcome, upline_app::UpdateOutcome::Parked { .. }),
+        "{outcome:?}"
+    );
+    services.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn parked_list_pages_and_says_where_to_continue() {
+    // Given one parked order and five parked deliveries
+    let (_dir, config) = seeded().await;
+    park_order(&config, 7001).await;
+    let deliveries = (1..=5)
+        .map(|i| (delivery(&format!("e-{i}"), b"{".to_vec()), "payload: EOF"))
+        .collect();
+    let ids = park(&config, deliveries).await;
+    let key = |i: usize| format!("delivery-{}", ids[i]);
+
+    // When the first page of three is listed
+    let listing = upline::admin::ParkedListing {
+        limit: 3,
+        after: None,
+        format: upline::admin::Format::Text,
+    };
+    let first = upline::admin::list_parked_page(&config, &listing)
+        .await
+        .unwrap();
+    // Then the order comes first, then the oldest deliveries, and it says how to go on
+    assert!(line(&first, &order_stream(7001)).is_some(), "{first}");
+    assert!(
+        line(&first, &key(0)).is_some() && line(&first, &key(1)).is_some(),
+        "{first}"
+    );
+    assert!(line(&first, &key(2)).is_none(), "{first}");
+    let hint = format!("continue with `upline parked list --after {}`", key(1));
+    assert!(first.contains(&hint), "{first}");
+
+    // When the next page is asked for as JSON
+    let listing = upline::admin::ParkedListing {
+        limit: 2,
+        after: Some(key(1)),
+        format: upline::admin::Format::Json,
+    };
+    let page: serde_json::Value = serde_json::from_str(
+        &upline::admin::list_parked_page(&config, &listing)
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    // Then it holds the next two and the cursor after them
+    let keys: Vec<&str> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys, [key(2), key(3)]);
+    assert_eq!(page["items"][0]["kind"], "delivery");
+    assert_eq!(page["items"][0]["reason"], "payload: EOF");
+    assert_eq!(page["next_after"], serde_json::json!(key(3)));
+
+    // And the last page says nothing more is to come
+    let listing = upline::admin::ParkedListing {
+        limit: 2,
+        after: Some(key(3)),
+        format: upline::admin::Format::Json,
+    };
+    let last: serde_json::Value = serde_json::from_str(
+        &upline::admin::list_parked_page(&config, &listing)
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(last["items"].as_array().unwrap().len(), 1);
+    assert!(last["next_after"].is_null());
+}
+
+/// `upline quarantine list/retry` and `/readyz`, `/metrics` with a held event: an order whose
+/// `CommissionCalculated` cannot be read (raw bytes appended past the application) next to a
+/// good order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_order_event_is_quarantined_shown_and_retried_while_others_go_on() {
+    use upline::admin::{list_quarantine, retry_quarantine, Format};
+    let (_dir, mut config) = seeded().await;
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    // Given the raw bad event, then a good order delivered normally
+    let services = Services::open(&config).await.unwrap();
+    let junk = upline_store::EventData::json(
+        "CommissionCalculated",
+        &serde_json::json!({"outcome": "garbage"}),
+    )
+    .unwrap();
+    let bad = services
+        .store
+        .append(
+            &order_stream(6666),
+            upline_store::ExpectedRevision::Any,
+            vec![junk],
+        )
+        .await
+        .unwrap()
+        .position;
+    services
+        .inbox
+        .accept(delivery("good-1", order_body(7002, "USD")))
+        .await
+        .unwrap();
+    services.close().await.unwrap();
+
+    // When the server runs until idle
+    let server = upline::server::start(config.clone()).await.unwrap();
+    server
+        .wait_idle(std::time::Duration::from_secs(20))
+        .await
+        .unwrap();
+    let client = reqwest::Client::new();
+    let ready = client
+        .get(format!("http://{}/readyz", server.addr))
+        .send()
+        .await
+        .unwrap();
+    let status = ready.status().as_u16();
+    let ready: serde_json::Value = ready.json().await.unwrap();
+    let metrics = client
+        .get(format!("http://{}/metrics", server.addr))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let posted = stream_events_of(&server, "distributor-11043").await;
+    server.stop().await.unwrap();
+
+    // Then the good order is posted, and /readyz and /metrics name the held event
+    assert!(
+        posted.contains(&"CommissionEarned".to_string()),
+        "{posted:?}"
+    );
+    assert_eq!(status, 200, "degraded, still taking deliveries: {ready}");
+    assert_eq!(ready["status"], "degraded", "{ready}");
+    let reasons = ready["reasons"].to_string();
+    assert!(
+        reasons.contains("commission-postings holds 1 event"),
+        "{reasons}"
+    );
+    assert!(
+        metrics.contains("upline_quarantined_events{consumer=\"commission-postings\"} 1"),
+        "{metrics}"
+    );
+
+    // When an operator lists what is held
+    let listed: serde_json::Value =
+        serde_json::from_str(&list_quarantine(&config, Format::Json).await.unwrap()).unwrap();
+    let id = format!("commission-postings@{bad}");
+    let item = listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["id"] == serde_json::json!(id))
+        .cloned()
+        .unwrap_or_else(|| panic!("{listed}"));
+    assert_eq!(item["consumer"], "commission-postings");
+    assert_eq!(item["stream"], serde_json::json!(order_stream(6666)));
+    assert_eq!(item["event_type"], "CommissionCalculated");
+    assert!(item["reason"]
+        .as_str()
+        .unwrap()
+        .contains("could not be decoded"));
+    assert!(item["since"].is_string());
+    let text = list_quarantine(&config, Format::Text).await.unwrap();
+    assert!(line(&text, &id).is_some(), "{text}");
+
+    // When it is retried without a fix, it stays held with its reason
+    let retried = retry_quarantine(&config, Some(&id), false).await.unwrap();
+    assert!(
+        retried.contains("0 released; still held at position"),
+        "{retried}"
+    );
+    let again = list_quarantine(&config, Format::Text).await.unwrap();
+    assert!(line(&again, &id).unwrap().contains("1 retry"), "{again}");
+}
+
+async fn stream_events_of(server: &upline::server::RunningServer, stream: &str) -> Vec<String> {
+    server
+        .services
+        .store
+        .read_stream(stream, Direction::Forwards, StreamStart::Start, 1_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event_type)
+        .collect()
+}

@@ -57,6 +57,9 @@ pub(crate) fn app_error(e: AppError) -> Status {
     match e {
         AppError::Store(e) => store_error(e),
         AppError::Codec(e) => Status::internal(format!("a stored event could not be read: {e}")),
+        // A bug, not the caller's fault: the decided event would not have read back, so it
+        // was refused before the append and nothing was recorded.
+        e @ AppError::WouldNotReadBack { .. } => Status::internal(e.to_string()),
         AppError::Network(e) => network_error(e),
         AppError::Catalog(e) => catalog_error(e),
         AppError::Plan(e) => plan_error(e),
@@ -66,6 +69,9 @@ pub(crate) fn app_error(e: AppError) -> Status {
         }
         e @ AppError::StreamTooLong { .. } => Status::resource_exhausted(e.to_string()),
         e @ AppError::NothingParked(_) => not_found("order_stream", e),
+        e @ (AppError::NothingHeld(_) | AppError::HeldEventGone { .. }) => {
+            Status::not_found(e.to_string())
+        }
     }
 }
 

@@ -13,6 +13,14 @@ pub enum AppError {
     Store(StoreError),
     #[error("a stored event could not be read: {0}")]
     Codec(CodecError),
+    /// An event about to be appended does not decode back into its own type: appending it would
+    /// stop every consumer that reads it, so nothing is appended.
+    #[error("{event_type} for {stream} would not read back, so it was not appended: {reason}")]
+    WouldNotReadBack {
+        stream: String,
+        event_type: String,
+        reason: String,
+    },
     /// A business rule refused the command.
     #[error(transparent)]
     Network(#[from] NetworkError),
@@ -32,6 +40,11 @@ pub enum AppError {
     StreamTooLong { stream: String, max: usize },
     #[error("nothing is parked for {0}")]
     NothingParked(String),
+    #[error("nothing is held as {0}")]
+    NothingHeld(String),
+    /// A held event is no longer where the quarantine says it was.
+    #[error("the held event at position {position} of {stream} is not in the store")]
+    HeldEventGone { stream: String, position: u64 },
 }
 
 // Written out rather than `#[from]`: the message already carries the inner error, and a source
@@ -49,8 +62,24 @@ impl From<CodecError> for AppError {
 }
 
 impl AppError {
-    /// True when retrying the same work later may succeed without anyone fixing anything.
+    /// True when retrying the same work later may succeed without anyone fixing anything: the
+    /// store unavailable, failing on I/O or timing out, or a concurrency conflict. Everything
+    /// else (an unreadable event, a limit exceeded, a business refusal) fails the same way on
+    /// every retry, so a consumer records it with its reason and moves on.
     pub fn is_transient(&self) -> bool {
-        matches!(self, AppError::Store(_) | AppError::TooManyConflicts { .. })
+        match self {
+            AppError::Store(e) => e.is_transient(),
+            AppError::TooManyConflicts { .. } => true,
+            AppError::Codec(_)
+            | AppError::WouldNotReadBack { .. }
+            | AppError::Network(_)
+            | AppError::Catalog(_)
+            | AppError::Plan(_)
+            | AppError::CustomerEnrolledElsewhere { .. }
+            | AppError::StreamTooLong { .. }
+            | AppError::NothingParked(_)
+            | AppError::NothingHeld(_)
+            | AppError::HeldEventGone { .. } => false,
+        }
     }
 }

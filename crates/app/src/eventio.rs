@@ -48,6 +48,11 @@ impl Provenance {
 /// event's own content: a retry of the same decision gets the same id (the store then writes
 /// nothing), while a *different* decision at the same place gets a different id (and a
 /// concurrency conflict instead of being mistaken for a retry).
+///
+/// The encoded bytes are decoded back into `E` first: an event the decoder would refuse is never
+/// appended (it would stop every consumer that reads it), it fails the command with
+/// [`AppError::WouldNotReadBack`], a permanent error. This is the only place the application
+/// builds `EventData`, so every append goes through the check.
 pub fn event_data<E: DomainEvent>(
     stream: &str,
     key: &str,
@@ -55,6 +60,7 @@ pub fn event_data<E: DomainEvent>(
     provenance: &Provenance,
 ) -> Result<EventData, AppError> {
     let encoded = encode(event)?;
+    reads_back::<E>(stream, &encoded.event_type, &encoded.data)?;
     let mut hasher = Sha256::new();
     hasher.update(encoded.event_type.as_bytes());
     hasher.update([0]);
@@ -66,6 +72,22 @@ pub fn event_data<E: DomainEvent>(
     Ok(EventData::new(encoded.event_type, encoded.data)
         .with_id(id)
         .with_metadata(metadata))
+}
+
+/// Whether `data` decodes as an `E` of type `event_type`, exactly as a consumer will decode it.
+fn reads_back<E: DomainEvent>(stream: &str, event_type: &str, data: &[u8]) -> Result<(), AppError> {
+    match decode::<E>(event_type, data) {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            metrics::counter!("upline_unreadable_appends_refused_total").increment(1);
+            tracing::error!(stream, event_type, error = %e, "refused to append an event that would not read back");
+            Err(AppError::WouldNotReadBack {
+                stream: stream.to_string(),
+                event_type: event_type.to_string(),
+                reason: e.to_string(),
+            })
+        }
+    }
 }
 
 pub fn decode_recorded<E: DomainEvent>(recorded: &RecordedEvent) -> Result<E, AppError> {

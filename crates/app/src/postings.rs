@@ -6,10 +6,20 @@
 //! derived from the order event it comes from, so if the process dies after posting to some
 //! beneficiaries but before recording its checkpoint, the same order event is processed again on
 //! restart and the postings already written are recognised by the store and not written twice.
+//!
+//! ## Failures
+//!
+//! A transient failure (the store unavailable, I/O, a conflict) stops the pass; it is resumed
+//! from the last position with capped exponential back-off. A permanent one (the order event
+//! cannot be read, a posting the store refuses) holds that event back in
+//! `quarantine-commission-postings` and the pass goes on: the order's later commission events
+//! are held behind it (an order's postings stay in order), other orders are posted as usual,
+//! and the checkpoint moves on. `upline quarantine retry` posts the held events again.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use rust_decimal::Decimal;
 use tokio::sync::watch;
 use upline_domain::events::EventSource;
@@ -19,30 +29,34 @@ use upline_store::{
 };
 use uuid::Uuid;
 
+use crate::consumer::{count_retry, pause_unless_shutdown, ConsumerHealth, RetryPolicy};
 use crate::error::AppError;
 use crate::eventio::{decode_recorded, event_data, Provenance};
+use crate::quarantine::{HeldEvent, Quarantine, RetryReport};
 use crate::records::{CheckpointEvent, PostingEvent, PostingSource};
 use crate::streams;
 
 pub const CHECKPOINT_NAME: &str = "commission-postings";
+/// The consumer's name in `quarantine-{name}`, metrics and `/readyz`.
+pub const CONSUMER: &str = CHECKPOINT_NAME;
 /// Order events read per page while catching up.
 const PAGE: usize = 1_000;
 /// The checkpoint is recorded at most every this many processed events while streaming (and
 /// whenever it catches up), so a restart redoes little.
 const CHECKPOINT_EVERY: u64 = 256;
-/// Order events posted at the same time.
+/// Order streams posted at the same time.
 const CONCURRENT_POSTINGS: usize = 16;
-/// How long to wait before following again after a failure.
-const RESUME_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
 
 pub struct CommissionPostings {
     store: Arc<dyn EventStore>,
-    /// The last `$all` position fully processed.
+    /// The last `$all` position fully processed (posted or held).
     position: watch::Sender<u64>,
+    quarantine: Quarantine,
+    retry: RetryPolicy,
 }
 
 impl CommissionPostings {
-    /// Starts from the checkpoint recorded in the store.
+    /// Starts from the checkpoint recorded in the store, with what it held back before.
     pub async fn open(store: Arc<dyn EventStore>) -> Result<CommissionPostings, AppError> {
         let stream = streams::checkpoint(CHECKPOINT_NAME);
         let last = store
@@ -55,10 +69,25 @@ impl CommissionPostings {
             }
             None => 0,
         };
+        let quarantine = Quarantine::open(store.clone(), CONSUMER).await?;
         Ok(CommissionPostings {
             store,
             position: watch::channel(position).0,
+            quarantine,
+            retry: RetryPolicy::DEFAULT,
         })
+    }
+
+    /// Reports held events to `health` (for `/readyz` and the gauge).
+    pub fn with_health(self, health: ConsumerHealth) -> CommissionPostings {
+        self.quarantine.report_to(health);
+        self
+    }
+
+    /// The back-off for transient failures (default [`RetryPolicy::DEFAULT`]).
+    pub fn with_retry_policy(mut self, retry: RetryPolicy) -> CommissionPostings {
+        self.retry = retry;
+        self
     }
 
     /// The last position processed; watch it to know when postings have caught up.
@@ -73,7 +102,8 @@ impl CommissionPostings {
     }
 
     /// Processes everything recorded so far, then records the checkpoint. Returns how many
-    /// order events were looked at.
+    /// order events were looked at. Fails only on a transient failure (nothing is lost: the
+    /// next pass starts from the last position); a permanent one holds its event back.
     pub async fn catch_up(&self) -> Result<u64, AppError> {
         let mut seen = 0;
         loop {
@@ -91,19 +121,33 @@ impl CommissionPostings {
     }
 
     /// Follows the order streams live until `shutdown` turns true, recording the checkpoint as
-    /// it goes and on the way out. A failure (the store briefly unavailable) is logged and the
-    /// follow starts again from the last position after a pause: postings must not stop while
-    /// orders keep coming. Only a closed store ends it.
-    pub async fn run(&self, shutdown: watch::Receiver<bool>) -> Result<(), AppError> {
+    /// it goes and on the way out. A failure (the store briefly unavailable) is logged, counted
+    /// and the follow starts again from the last position after a back-off pause that doubles
+    /// while nothing moves: postings must not stop while orders keep coming. Only a closed store
+    /// ends it.
+    pub async fn run(&self, mut shutdown: watch::Receiver<bool>) -> Result<(), AppError> {
+        let mut backoff = self.retry.backoff();
+        let mut failed_at = None;
         loop {
             match self.follow(shutdown.clone()).await {
                 Ok(()) => return Ok(()),
                 Err(AppError::Store(upline_store::StoreError::Closed)) => return Ok(()),
                 Err(e) => {
-                    tracing::error!(error = %e, "commission postings failed; resuming");
-                    metrics::counter!("upline_posting_failures_total").increment(1);
-                    tokio::time::sleep(RESUME_AFTER).await;
-                    if *shutdown.borrow() {
+                    let position = *self.position.borrow();
+                    if failed_at.is_some_and(|at| at < position) {
+                        // It got further since the last failure: this is a new outage.
+                        backoff = self.retry.backoff();
+                    }
+                    failed_at = Some(position);
+                    let transient = e.is_transient();
+                    if transient {
+                        tracing::warn!(error = %e, position, "commission postings failed; retrying");
+                    } else {
+                        tracing::error!(error = %e, position, "commission postings failed outside any one event; retrying");
+                    }
+                    count_retry(CONSUMER, transient);
+                    let pause = backoff.next().unwrap_or(self.retry.cap);
+                    if !pause_unless_shutdown(pause, &mut shutdown).await {
                         return Ok(());
                     }
                 }
@@ -170,13 +214,54 @@ impl CommissionPostings {
         Ok(())
     }
 
-    /// Posts what a run of order events changed, several at a time: postings are independent of
-    /// each other (distinct ids, `Any`), and concurrent appends share the store's group commit.
-    /// The caller moves the position past the run only once all of it is posted, so a crash
-    /// redoes the whole run, which writes nothing twice.
+    /// Posts what a run of order events changed. Different orders are posted concurrently
+    /// (distinct ids, `Any`, and concurrent appends share the store's group commit); the events
+    /// of one order one after the other, so a held event keeps its order's later ones behind it.
+    /// The caller moves the position past the run only once all of it is posted or held, so a
+    /// crash redoes the whole run, which writes nothing twice.
     async fn post_all(&self, events: &[RecordedEvent]) -> Result<(), AppError> {
-        for run in events.chunks(CONCURRENT_POSTINGS) {
-            futures::future::try_join_all(run.iter().map(|recorded| self.post(recorded))).await?;
+        // An operator may have retried held events from another process since the last run.
+        self.quarantine.refresh().await?;
+        let mut by_stream: Vec<Vec<&RecordedEvent>> = Vec::new();
+        let mut index: HashMap<&str, usize> = HashMap::new();
+        for recorded in events.iter().filter(|r| is_commission_event(r)) {
+            let i = *index.entry(recorded.stream_id.as_str()).or_insert_with(|| {
+                by_stream.push(Vec::new());
+                by_stream.len() - 1
+            });
+            by_stream[i].push(recorded);
+        }
+        futures::stream::iter(by_stream.into_iter().map(Ok))
+            .try_for_each_concurrent(CONCURRENT_POSTINGS, |order| self.post_order(order))
+            .await
+    }
+
+    /// Posts one order's commission events in order, holding back a permanently failing one
+    /// and everything of the order after it.
+    async fn post_order(&self, events: Vec<&RecordedEvent>) -> Result<(), AppError> {
+        for recorded in events {
+            if self.quarantine.is_held(recorded.position) {
+                continue;
+            }
+            if let Some(first) = self.quarantine.first_held_of(&recorded.stream_id) {
+                let reason = format!("held behind position {first} of the same order");
+                self.quarantine.hold(recorded, &reason, Some(first)).await?;
+                continue;
+            }
+            match self.post(recorded).await {
+                Ok(()) => {}
+                Err(e) if e.is_transient() => return Err(e),
+                Err(e) => {
+                    tracing::error!(
+                        position = recorded.position,
+                        stream = %recorded.stream_id,
+                        event_type = %recorded.event_type,
+                        error = %e,
+                        "order event held back: it cannot be posted"
+                    );
+                    self.quarantine.hold(recorded, &e.to_string(), None).await?;
+                }
+            }
         }
         Ok(())
     }
@@ -213,15 +298,101 @@ impl CommissionPostings {
         futures::future::try_join_all(appends).await?;
         Ok(())
     }
+
+    /// What is held back, by position (as recorded in the store now).
+    pub async fn held(&self) -> Result<Vec<HeldEvent>, AppError> {
+        self.quarantine.refresh().await?;
+        Ok(self.quarantine.held())
+    }
+
+    /// Posts the held events of the order stream of the event held at `position` again, in
+    /// order (after a fix: an upgrade that reads the event, a limit raised). Each that goes
+    /// through is released; the first that fails again stays held with the new reason, and so
+    /// do the ones after it. Idempotent: postings carry ids derived from the order event, so a
+    /// posting already written is not written again.
+    pub async fn retry_held(&self, position: u64) -> Result<RetryReport, AppError> {
+        self.quarantine.refresh().await?;
+        let held = self.quarantine.held();
+        let Some(item) = held.iter().find(|h| h.position == position) else {
+            return Err(AppError::NothingHeld(crate::quarantine::held_id(
+                CONSUMER, position,
+            )));
+        };
+        self.retry_stream(&item.stream).await
+    }
+
+    /// Retries every held order stream, oldest first.
+    pub async fn retry_all_held(&self) -> Result<Vec<RetryReport>, AppError> {
+        self.quarantine.refresh().await?;
+        let mut streams: Vec<String> = Vec::new();
+        for held in self.quarantine.held() {
+            if !streams.contains(&held.stream) {
+                streams.push(held.stream);
+            }
+        }
+        let mut reports = Vec::with_capacity(streams.len());
+        for stream in streams {
+            reports.push(self.retry_stream(&stream).await?);
+        }
+        Ok(reports)
+    }
+
+    async fn retry_stream(&self, stream: &str) -> Result<RetryReport, AppError> {
+        let mut report = RetryReport {
+            consumer: CONSUMER.to_string(),
+            stream: stream.to_string(),
+            released: 0,
+            still_held: None,
+        };
+        for held in self.quarantine.held_of(stream) {
+            let recorded = self
+                .store
+                .read_stream(
+                    stream,
+                    Direction::Forwards,
+                    StreamStart::Revision(held.revision),
+                    1,
+                )
+                .await?
+                .into_iter()
+                .next()
+                .filter(|r| r.position == held.position && r.id == held.event_id);
+            let outcome = match &recorded {
+                Some(recorded) => self.post(recorded).await,
+                None => Err(AppError::HeldEventGone {
+                    stream: stream.to_string(),
+                    position: held.position,
+                }),
+            };
+            match outcome {
+                Ok(()) => {
+                    self.quarantine.release(held.position).await?;
+                    report.released += 1;
+                }
+                // Nothing recorded: it stays held as it was, and the caller sees why.
+                Err(e) if e.is_transient() => return Err(e),
+                Err(e) => {
+                    let reason = e.to_string();
+                    self.quarantine.retry_failed(held.position, &reason).await?;
+                    report.still_held = Some((held.position, reason));
+                    break;
+                }
+            }
+        }
+        Ok(report)
+    }
+}
+
+/// Whether postings follow from this order event.
+fn is_commission_event(recorded: &RecordedEvent) -> bool {
+    recorded.event_type == "CommissionCalculated" || recorded.event_type == "CommissionRecalculated"
 }
 
 /// The postings one order event stands for: (beneficiary, posting), in beneficiary order.
 pub fn postings_of(
     recorded: &RecordedEvent,
 ) -> Result<Vec<(upline_domain::ids::DistributorId, PostingEvent)>, AppError> {
-    if recorded.event_type != "CommissionCalculated"
-        && recorded.event_type != "CommissionRecalculated"
-    {
+    if !is_commission_event(recorded) {
         return Ok(Vec::new());
     }
     let source = PostingSource {

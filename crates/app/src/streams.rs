@@ -9,6 +9,7 @@
 //! | `customer-{platform}-{shop}-{customer id}` | who the customer is enrolled with |
 //! | `parked-{order stream}` | updates of an order that could not be processed, and their retries |
 //! | `checkpoint-{name}` | a process manager's position in `$all` |
+//! | `quarantine-{consumer}` | events a consumer holds back for a permanent failure, their retries and releases |
 
 use upline_domain::ids::{DistributorId, Platform, ShopId};
 use upline_domain::order::OrderKey;
@@ -19,6 +20,7 @@ pub const SKU_PREFIX: &str = "sku-";
 pub const PLAN_PREFIX: &str = "plan-";
 pub const CUSTOMER_PREFIX: &str = "customer-";
 pub const PARKED_PREFIX: &str = "parked-";
+pub const QUARANTINE_PREFIX: &str = "quarantine-";
 
 pub fn order(key: &OrderKey) -> String {
     key.stream_name()
@@ -46,4 +48,8 @@ pub fn parked(order_stream: &str) -> String {
 
 pub fn checkpoint(name: &str) -> String {
     format!("checkpoint-{name}")
+}
+
+pub fn quarantine(consumer: &str) -> String {
+    format!("{QUARANTINE_PREFIX}{consumer}")
 }

@@ -2,6 +2,11 @@
 //! commands. A delivery is completed only after its events are durable, so a crash anywhere means
 //! the delivery is handed out again (its lease runs out) and processed again, which changes
 //! nothing the second time: the order stream's revision and the facts already known guard it.
+//!
+//! Failures follow the rule of [`crate::consumer`]: a delivery that fails transiently is given
+//! back to the inbox to be retried after a back-off pause that doubles with its attempts; after
+//! [`RetryPolicy::max_attempts`] it is parked with "gave up after N attempts: ...". A permanent
+//! failure parks it at once with the reason. Either way the other deliveries go on.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +17,7 @@ use upline_domain::events::{EventSource, EVENT_ID_NAMESPACE};
 use upline_platforms::model::Interpretation;
 use uuid::Uuid;
 
+use crate::consumer::{count_retry, RetryPolicy};
 use crate::eventio::Provenance;
 use crate::inbox::{Inbox, InboxError, InboxItem, Outcome};
 use crate::orders::{App, UpdateOutcome};
@@ -24,14 +30,17 @@ pub const CONCURRENT_DELIVERIES: usize = 8;
 /// How long a claimed delivery is ours before another worker may take it (a dead worker's items
 /// come back after this).
 pub const LEASE: Duration = Duration::from_secs(30);
-/// How long to wait before retrying a delivery that failed for a transient reason.
+/// How long to wait before claiming again after the inbox itself failed.
 pub const RETRY_AFTER: Duration = Duration::from_secs(5);
+/// The consumer's name in metrics.
+pub const CONSUMER: &str = "inbox-worker";
 /// How often an idle worker looks again even without a wake-up (a lease may have run out).
 pub const IDLE_POLL: Duration = Duration::from_secs(1);
 
 pub struct Worker {
     inbox: Arc<dyn Inbox>,
     app: Arc<App>,
+    retry: RetryPolicy,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -42,7 +51,18 @@ pub enum WorkerError {
 
 impl Worker {
     pub fn new(inbox: Arc<dyn Inbox>, app: Arc<App>) -> Worker {
-        Worker { inbox, app }
+        Worker {
+            inbox,
+            app,
+            retry: RetryPolicy::DEFAULT,
+        }
+    }
+
+    /// The back-off and attempt limit for deliveries that fail transiently (default
+    /// [`RetryPolicy::DEFAULT`]).
+    pub fn with_retry_policy(mut self, retry: RetryPolicy) -> Worker {
+        self.retry = retry;
+        self
     }
 
     /// Processes deliveries as they arrive until `shutdown` turns true; the delivery in hand is
@@ -144,14 +164,25 @@ impl Worker {
             }
             Ok(_) => self.inbox.complete(item.id, &Outcome::Processed).await?,
             Err(e) if e.is_transient() => {
-                tracing::warn!(delivery = item.id, error = %e, "delivery failed; retrying later");
-                self.inbox
-                    .release(item.id, &e.to_string(), RETRY_AFTER)
-                    .await?;
+                count_retry(CONSUMER, true);
+                // `attempts` counts the claims before this one: this was attempt attempts + 1.
+                let attempts = item.attempts.saturating_add(1);
+                if attempts >= self.retry.max_attempts {
+                    let reason = format!("gave up after {attempts} attempts: {e}");
+                    tracing::error!(delivery = item.id, %reason, "delivery parked");
+                    self.inbox
+                        .complete(item.id, &Outcome::Parked { reason })
+                        .await?;
+                } else {
+                    let pause = self.retry.pause_after(attempts);
+                    tracing::warn!(delivery = item.id, attempts, error = %e, ?pause, "delivery failed; retrying later");
+                    self.inbox.release(item.id, &e.to_string(), pause).await?;
+                }
             }
             Err(e) => {
                 // Not a business refusal (those park inside `handle_update`) and not transient:
-                // a stored event that cannot be read. Park the delivery so nothing is lost.
+                // a stored event that cannot be read, an event that would not read back, a
+                // limit. Park the delivery with the reason so nothing is lost.
                 tracing::error!(delivery = item.id, error = %e, "delivery cannot be processed");
                 self.inbox
                     .complete(

@@ -1,187 +1,19 @@
 //! The application layer against the real embedded store: updates in, order events and
 //! distributor postings out, exactly once, whatever the arrival order; parking and retry.
 
-use std::collections::BTreeMap;
-use std::path::Path;
+mod support;
+
 use std::sync::Arc;
 
-use chrono::{DateTime, TimeZone, Utc};
-use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
-use upline_app::records::{CheckpointEvent, PostingEvent};
-use upline_app::{streams, App, AppConfig, CommissionPostings, Provenance, UpdateOutcome};
-use upline_domain::catalog::SkuMapping;
+use support::*;
+use upline_app::records::CheckpointEvent;
+use upline_app::{streams, App, AppConfig, CommissionPostings, UpdateOutcome};
 use upline_domain::ids::*;
-use upline_domain::money::Currency;
-use upline_domain::net::OrderLine;
 use upline_domain::network::DistributorCommand;
-use upline_domain::order::{OrderKey, Refund, RefundLine, RefundScope};
-use upline_domain::plan::CommissionPlan;
 use upline_domain::snapshot::DistributorStatus;
-use upline_platforms::model::{AttributionHints, NormalizedOrder, OrderFact, OrderUpdate};
-use upline_store::{AllStart, EventStore, ExpectedRevision, SqliteEventStore, StreamFilter};
-
-fn t(month: u32, day: u32) -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, month, day, 12, 0, 0)
-        .single()
-        .unwrap()
-}
-
-fn cmd() -> Provenance {
-    Provenance::command("test")
-}
-
-async fn open_store(dir: &Path) -> Arc<dyn EventStore> {
-    Arc::new(
-        SqliteEventStore::open(&dir.join("events.sqlite"))
-            .await
-            .unwrap(),
-    )
-}
-
-/// The example plan, a chain top <- d1 <- d2 <- d3 (all gold, active) and two mapped SKUs.
-async fn seed_company(app: &App) {
-    let plan = CommissionPlan::from_toml(include_str!("../../../examples/plan.toml")).unwrap();
-    app.company().publish_plan(plan, &cmd()).await.unwrap();
-    let mut sponsor: Option<DistributorId> = None;
-    for (i, name) in ["top", "d1", "d2", "d3"].iter().enumerate() {
-        let id = DistributorId::new(name).unwrap();
-        let command = DistributorCommand::RegisterDistributor {
-            distributor_id: id.clone(),
-            sponsor: sponsor.clone(),
-            referral_codes: vec![ReferralCode::new(format!("CODE{i}")).unwrap()],
-            country: "US".into(),
-            status: DistributorStatus::Active,
-            rank: RankName::new("gold").unwrap(),
-            joined_at: t(1, 1),
-        };
-        app.company()
-            .execute_network(&command, &cmd())
-            .await
-            .unwrap();
-        sponsor = Some(id);
-    }
-    for (sku, class) in [("SUPP001", "retail"), ("KIT-STARTER-001", "starter_kit")] {
-        map_sku(app, sku, class).await;
-    }
-}
-
-async fn map_sku(app: &App, sku: &str, class: &str) {
-    let mapping = SkuMapping {
-        platform: Platform::Shopify,
-        platform_sku: sku.into(),
-        effective_from: t(1, 1),
-        sku_id: SkuId::new(sku).unwrap(),
-        name: sku.into(),
-        category: class.into(),
-        commission_class: CommissionClass::new(class).unwrap(),
-        pv_per_unit: None,
-        cv_per_unit: None,
-    };
-    app.company().map_sku(mapping, &cmd()).await.unwrap();
-}
-
-fn key(order_id: &str) -> OrderKey {
-    OrderKey {
-        platform: Platform::Shopify,
-        shop: ShopId::new("acme.myshopify.com").unwrap(),
-        order_id: PlatformOrderId::new(order_id).unwrap(),
-    }
-}
-
-fn order(reference: Option<&str>, sku: &str) -> NormalizedOrder {
-    NormalizedOrder {
-        placed_at: t(3, 10),
-        updated_at: t(3, 10),
-        currency: Currency::USD,
-        prices_include_tax: false,
-        lines: vec![OrderLine {
-            line_id: LineId::new("1").unwrap(),
-            platform_sku: sku.into(),
-            quantity: dec!(2),
-            unit_price: dec!(50.00),
-            discount: Decimal::ZERO,
-            tax: Decimal::ZERO,
-        }],
-        order_discount: Decimal::ZERO,
-        shipping: dec!(5.00),
-        tax: dec!(8.00),
-        declared_total: dec!(113.00),
-        attribution: AttributionHints {
-            explicit_ref: reference.map(str::to_string),
-            customer_id: Some("cust-1".into()),
-            ..AttributionHints::default()
-        },
-        test: false,
-    }
-}
-
-fn placed(order_id: &str) -> OrderUpdate {
-    OrderUpdate {
-        key: key(order_id),
-        order: Some(order(Some("CODE3"), "SUPP001")),
-        facts: vec![],
-    }
-}
-
-fn fact(order_id: &str, fact: OrderFact) -> OrderUpdate {
-    OrderUpdate {
-        key: key(order_id),
-        order: None,
-        facts: vec![fact],
-    }
-}
-
-fn refund(id: &str, quantity: Decimal) -> OrderFact {
-    OrderFact::Refunded(Refund {
-        refund_id: RefundId::new(id).unwrap(),
-        refunded_at: t(3, 20),
-        scope: RefundScope::Lines(vec![RefundLine {
-            line_id: LineId::new("1").unwrap(),
-            quantity,
-            stated_net: None,
-        }]),
-    })
-}
-
-/// Every posting on distributor streams: (distributor, earned - reversed), and the count of
-/// posting events per distributor.
-async fn ledger(
-    store: &Arc<dyn EventStore>,
-) -> (BTreeMap<String, Decimal>, BTreeMap<String, usize>) {
-    let filter = StreamFilter {
-        stream_prefixes: vec![streams::DISTRIBUTOR_PREFIX.into()],
-    };
-    let events = store
-        .read_all(AllStart::Start, &filter, 10_000)
-        .await
-        .unwrap();
-    let mut balance = BTreeMap::new();
-    let mut count = BTreeMap::new();
-    for r in events {
-        let signed = match r.event_type.as_str() {
-            PostingEvent::EARNED | PostingEvent::REVERSED => {
-                match upline_domain::events::decode::<PostingEvent>(&r.event_type, &r.data).unwrap()
-                {
-                    PostingEvent::CommissionEarned { amount, .. } => amount,
-                    PostingEvent::CommissionReversed { amount, .. } => -amount,
-                }
-            }
-            _ => continue,
-        };
-        *balance.entry(r.stream_id.clone()).or_insert(Decimal::ZERO) += signed;
-        *count.entry(r.stream_id).or_insert(0) += 1;
-    }
-    (balance, count)
-}
-
-async fn app_in(dir: &Path) -> (Arc<dyn EventStore>, App) {
-    let store = open_store(dir).await;
-    let app = App::open(store.clone(), AppConfig::default())
-        .await
-        .unwrap();
-    (store, app)
-}
+use upline_platforms::model::{OrderFact, OrderUpdate};
+use upline_store::ExpectedRevision;
 
 #[tokio::test]
 async fn a_paid_order_is_calculated_and_posted_once_per_beneficiary() {

@@ -7,7 +7,7 @@
 //! | `POST /webhooks/magento` | shop `?shop=` (or the only Magento shop), signature `x-adobe-commerce-webhook-signature` (RSA-SHA256 over base64(body)); topic: see below |
 //! | `POST /api/mlm/orders` | `Authorization: Bearer <token>` or `X-Upline-Hmac-Sha256`; the key names the shop; platform `direct`, topic `mlm/orders` |
 //! | `GET /healthz` | 200 `{"status":"ok"}` while the process runs |
-//! | `GET /readyz` | 200 `{"status":"ready",...}` when the readiness flag is set and the inbox answers; 503 `{"status":"not_ready","reason":...}` otherwise |
+//! | `GET /readyz` | 200 `{"status":"ready",...}` when the readiness flag is set and the inbox answers; 200 `{"status":"degraded","reasons":[...],...}` while a consumer holds events back (deliveries are still accepted: see `readyz`); 503 `{"status":"not_ready","reason":...}` otherwise |
 //! | `GET /metrics` | Prometheus text |
 //!
 //! Magento's topic is the body's own event name when it has one (CloudEvents `type` without its
@@ -477,11 +477,30 @@ async fn readyz(State(gw): State<Gateway>) -> Response {
         return not_ready("the inbox worker is not running yet".to_string());
     }
     match tokio::time::timeout(STATS_TIMEOUT, gw.inner.inbox.stats()).await {
-        Ok(Ok(stats)) => (
-            StatusCode::OK,
-            Json(json!({"status": "ready", "pending": stats.pending, "parked": stats.parked})),
-        )
-            .into_response(),
+        Ok(Ok(stats)) => {
+            // Held events make the answer `degraded`, still 200: this instance accepts and
+            // stores deliveries as well as ever, and a 503 would have the load balancer stop
+            // sending webhooks, turning one bad event into an outage. Alerts watch
+            // `upline_quarantined_events` (or this status) instead.
+            let reasons: Vec<String> = gw
+                .inner
+                .consumers
+                .held()
+                .iter()
+                .map(|h| h.describe())
+                .collect();
+            let status = if reasons.is_empty() {
+                "ready"
+            } else {
+                "degraded"
+            };
+            let mut body =
+                json!({"status": status, "pending": stats.pending, "parked": stats.parked});
+            if !reasons.is_empty() {
+                body["reasons"] = json!(reasons);
+            }
+            (StatusCode::OK, Json(body)).into_response()
+        }
         Ok(Err(e)) => not_ready(format!("inbox: {e}")),
         Err(_) => not_ready("inbox: no answer in time".to_string()),
     }

@@ -55,6 +55,8 @@ pub(crate) struct Inner {
     pub(crate) replay_window: chrono::Duration,
     pub(crate) inbox: Arc<dyn Inbox>,
     pub(crate) ready: Arc<AtomicBool>,
+    /// What the consumers behind the inbox hold back: `/readyz` answers degraded while any.
+    pub(crate) consumers: upline_app::consumer::ConsumerHealth,
     /// Permits for [`limits::MAX_WEBHOOKS_IN_FLIGHT`].
     pub(crate) in_flight: Arc<tokio::sync::Semaphore>,
     pub(crate) metrics: &'static PrometheusHandle,
@@ -130,6 +132,7 @@ impl Gateway {
                 replay_window,
                 inbox,
                 ready: Arc::new(AtomicBool::new(false)),
+                consumers: upline_app::consumer::ConsumerHealth::default(),
                 in_flight: Arc::new(tokio::sync::Semaphore::new(limits::MAX_WEBHOOKS_IN_FLIGHT)),
                 metrics: telemetry::prometheus(),
             }),
@@ -140,6 +143,12 @@ impl Gateway {
     /// runs); it may clear it again while shutting down.
     pub fn readiness(&self) -> Arc<AtomicBool> {
         self.inner.ready.clone()
+    }
+
+    /// The board the consumers (postings, projections) report held events to; `/readyz` reads
+    /// it. Hand a clone to each consumer.
+    pub fn consumer_health(&self) -> upline_app::consumer::ConsumerHealth {
+        self.inner.consumers.clone()
     }
 
     /// The routes, for embedding in a larger server. [`run`] serves exactly this.

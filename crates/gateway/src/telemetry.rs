@@ -112,6 +112,14 @@ fn describe() {
         "Age of the oldest delivery waiting in the inbox"
     );
     metrics::describe_gauge!(INBOX_PARKED, "Deliveries parked in the inbox");
+    metrics::describe_gauge!(
+        upline_app::consumer::QUARANTINED,
+        "Events a consumer holds back until an operator retries them, by consumer"
+    );
+    metrics::describe_counter!(
+        upline_app::consumer::RETRIES_TOTAL,
+        "Failures a consumer retried, by consumer and kind (transient, permanent)"
+    );
 }
 
 pub(crate) fn record_delivery(platform: Platform, outcome: DeliveryOutcome, seconds: f64) {

@@ -3,8 +3,9 @@
 //!
 //! It reads the order streams (`order-`), the parked updates (`parked-`, for an order's status)
 //! and the SKU mappings (`sku-`, to classify the lines of orders that were never calculated). An
-//! event it cannot read is logged, counted in `upline_projection_unreadable_events_total` and
-//! skipped: dashboards keep following, and the reconciliation reports it against its order.
+//! event it cannot read is counted in `upline_projection_unreadable_events_total` and refused: the
+//! runner holds it (and its order's later events) back, and every other order goes on;
+//! `upline quarantine list` shows it, and the reconciliation reports it against its order.
 //!
 //! **What counts.** An order counts in sales and volumes while it is *due*: known, paid and not
 //! cancelled; refunds take their share off (`upline_domain::order::remaining_lines`, the rule
@@ -702,20 +703,19 @@ impl Projection for BiProjection {
     }
 }
 
-/// An event BI cannot read: logged and counted, never a reason to stop the dashboards (the
-/// reconciliation reports it against its order).
+/// An event BI cannot read: refused, so the runner holds it back (with its order's later
+/// events) in `projection_held`, where `upline quarantine list` shows it; every other order goes
+/// on. Skipping it would silently leave its sales out of the dashboards.
 fn skip(event: &RecordedEvent, reason: &str) -> Result<(), ProjectionError> {
-    tracing::warn!(
-        projection = NAME,
-        position = event.position,
-        stream = %event.stream_id,
-        event_type = %event.event_type,
-        reason,
-        "unreadable event skipped"
-    );
     metrics::counter!("upline_projection_unreadable_events_total", "projection" => NAME)
         .increment(1);
-    Ok(())
+    Err(ProjectionError::InvalidEvent {
+        projection: NAME.to_string(),
+        position: event.position,
+        stream: event.stream_id.clone(),
+        event_type: event.event_type.clone(),
+        reason: reason.to_string(),
+    })
 }
 
 async fn apply_mapping(

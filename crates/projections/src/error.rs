@@ -56,6 +56,9 @@ pub enum ProjectionError {
     /// Another rebuild of the same projection started after this one; this one gives way.
     #[error("the rebuild of {projection} into generation {generation} was superseded by another rebuild")]
     RebuildSuperseded { projection: String, generation: u32 },
+    /// `upline quarantine retry` named an event the projection does not hold.
+    #[error("{projection} holds nothing at position {position}")]
+    NothingHeld { projection: String, position: u64 },
     /// A page token that this API did not hand out.
     #[error("invalid page token {0:?}")]
     InvalidPageToken(String),
@@ -65,6 +68,30 @@ pub enum ProjectionError {
 }
 
 impl ProjectionError {
+    /// True when the same work may succeed later without anyone changing anything: a store
+    /// unavailable, I/O, a timeout, a lock or serialization conflict. The runner retries these
+    /// with back-off; anything else is permanent for the event it happened on, which the runner
+    /// holds back (`projection_held`) so the projection goes on.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ProjectionError::Store(e) => e.is_transient(),
+            ProjectionError::Database(e) => database_error_is_transient(e),
+            ProjectionError::Apply { source, .. } => source.is_transient(),
+            ProjectionError::Migrate(_)
+            | ProjectionError::Location { .. }
+            | ProjectionError::TooManyDecimals { .. }
+            | ProjectionError::AmountOutOfRange { .. }
+            | ProjectionError::Overflow { .. }
+            | ProjectionError::InvalidEvent { .. }
+            | ProjectionError::UnknownProjection { .. }
+            | ProjectionError::Configuration(_)
+            | ProjectionError::RebuildSuperseded { .. }
+            | ProjectionError::NothingHeld { .. }
+            | ProjectionError::InvalidPageToken(_)
+            | ProjectionError::Corrupt(_) => false,
+        }
+    }
+
     /// Whether the event store is closed: the runner stops instead of retrying.
     pub fn is_closed(&self) -> bool {
         match self {
@@ -72,5 +99,26 @@ impl ProjectionError {
             ProjectionError::Apply { source, .. } => source.is_closed(),
             _ => false,
         }
+    }
+}
+
+/// A database error is transient unless the database refused the statement itself: a
+/// constraint violated, a column or type that does not fit (the same event fails the same way).
+fn database_error_is_transient(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Database(db) => !matches!(
+            db.kind(),
+            sqlx::error::ErrorKind::UniqueViolation
+                | sqlx::error::ErrorKind::ForeignKeyViolation
+                | sqlx::error::ErrorKind::NotNullViolation
+                | sqlx::error::ErrorKind::CheckViolation
+        ),
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        _ => false,
     }
 }

@@ -12,6 +12,19 @@
 //! write lock first (SQLite) or the row lock (PostgreSQL), so competing writers queue instead of
 //! failing half-way.
 //!
+//! ## Failures
+//!
+//! A transient failure (a store unavailable, I/O, a timeout, a lock) rolls the batch back; the
+//! projection resumes from its checkpoint after a capped exponential back-off pause
+//! (`upline_consumer_retries_total{consumer=projection,kind="transient"}`). An event that fails
+//! for a permanent reason (it cannot be read, an amount the read store cannot hold) is held back:
+//! the batch is applied again with a savepoint around each event, the failing one is rolled back
+//! to its savepoint and recorded in `projection_held` (projection, generation, position, stream,
+//! reason) in the same transaction that moves the checkpoint past it, and later events of the
+//! same stream are held behind it, so a stream's events still apply in order while every other
+//! stream goes on. [`ProjectionRunner::retry_held`] applies a held stream again; each event's row
+//! is deleted in the transaction that applies it, so a retried event never counts twice.
+//!
 //! ## Lag
 //!
 //! `upline_projection_lag_events{projection}` is head − checkpoint, where head is the last
@@ -28,9 +41,13 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use futures::FutureExt;
-use sqlx::Row;
+use sqlx::{Acquire, Row};
 use tokio::sync::watch;
-use upline_store::{AllStart, EventStore, RecordedEvent, StoreError, StreamExt};
+use upline_app::consumer::{count_retry, pause_unless_shutdown, ConsumerHealth, RetryPolicy};
+use upline_app::quarantine::{HeldEvent, RetryReport};
+use upline_store::{
+    AllStart, Direction, EventStore, RecordedEvent, StoreError, StreamExt, StreamStart,
+};
 
 use crate::error::ProjectionError;
 use crate::projection::{filter_of, Projection};
@@ -45,8 +62,6 @@ const HEAD_SCAN_PAGE: usize = 1_000;
 /// far behind starts applying at once; its lag gauge is then a lower bound until it gets
 /// there). `status()` always reads to the end.
 const CATCH_UP_HEAD_SCAN_PAGES: usize = 20;
-/// How long to wait before following again after a failure.
-const RESUME_AFTER: Duration = Duration::from_secs(2);
 
 /// Where a projection stands.
 #[derive(Debug, Clone, PartialEq)]
@@ -140,6 +155,8 @@ pub struct ProjectionRunner {
     heads: Mutex<HashMap<&'static str, u64>>,
     initialised: tokio::sync::OnceCell<()>,
     page_size: usize,
+    health: ConsumerHealth,
+    retry: RetryPolicy,
 }
 
 impl ProjectionRunner {
@@ -155,7 +172,21 @@ impl ProjectionRunner {
             heads: Mutex::new(HashMap::new()),
             initialised: tokio::sync::OnceCell::new(),
             page_size: DEFAULT_PAGE_SIZE,
+            health: ConsumerHealth::default(),
+            retry: RetryPolicy::DEFAULT,
         }
+    }
+
+    /// Reports each projection's held events to `health` (for `/readyz` and the gauge).
+    pub fn with_health(mut self, health: ConsumerHealth) -> ProjectionRunner {
+        self.health = health;
+        self
+    }
+
+    /// The back-off for transient failures (default [`RetryPolicy::DEFAULT`]).
+    pub fn with_retry_policy(mut self, retry: RetryPolicy) -> ProjectionRunner {
+        self.retry = retry;
+        self
     }
 
     /// Events per transaction (default [`DEFAULT_PAGE_SIZE`]; at least 1, at most the store's
@@ -201,6 +232,9 @@ impl ProjectionRunner {
                 self.check_configuration()?;
                 for projection in &self.projections {
                     self.register(projection.as_ref()).await?;
+                }
+                for projection in &self.projections {
+                    self.publish_held(projection.name()).await?;
                 }
                 Ok::<(), ProjectionError>(())
             })
@@ -376,6 +410,9 @@ impl ProjectionRunner {
 
     /// Applies `events` (read after `from`) to `target` with the checkpoint, in one transaction.
     /// `Ok(false)`: the checkpoint is no longer `from` (someone else moved it); nothing written.
+    /// An event failing for a permanent reason is held back instead (see the module's
+    /// "Failures"): first the batch is tried as one plain transaction, and only if an event
+    /// fails so is it applied again with a savepoint around each event.
     async fn apply_batch(
         &self,
         projection: &dyn Projection,
@@ -387,46 +424,224 @@ impl ProjectionRunner {
             return Ok(true);
         };
         let name = projection.name();
-        let mut tx = self.read.begin().await?;
-        let guard = match target {
-            Target::Live { generation } => {
-                sqlx::query(
-                    "UPDATE projection_state SET position = $1, updated_at = $2, \
-                     last_recorded_at = $3 \
-                     WHERE name = $4 AND generation = $5 AND position = $6",
-                )
-                .bind(position_to_sql(last.position)?)
-                .bind(time_to_sql(Utc::now()))
-                .bind(time_to_sql(last.recorded_at))
-                .bind(name)
-                .bind(i64::from(generation))
-                .bind(position_to_sql(from)?)
-                .execute(&mut *tx)
-                .await?
+        let mut careful = false;
+        loop {
+            let mut tx = self.read.begin().await?;
+            if !move_checkpoint(&mut tx, name, target, from, last).await? {
+                tx.rollback().await?;
+                return Ok(false);
             }
-            Target::Rebuild { generation } => {
-                sqlx::query(
-                    "UPDATE projection_state SET rebuilding_position = $1, updated_at = $2 \
-                     WHERE name = $3 AND rebuilding_generation = $4 AND rebuilding_position = $5",
-                )
-                .bind(position_to_sql(last.position)?)
-                .bind(time_to_sql(Utc::now()))
-                .bind(name)
-                .bind(i64::from(generation))
-                .bind(position_to_sql(from)?)
-                .execute(&mut *tx)
-                .await?
+            match apply_or_hold(&mut tx, projection, target.generation(), events, careful).await {
+                Ok(held) => {
+                    tx.commit().await?;
+                    metrics::counter!("upline_projection_events_total", "projection" => name)
+                        .increment(events.len() as u64);
+                    if held > 0 && matches!(target, Target::Live { .. }) {
+                        self.publish_held(name).await?;
+                    }
+                    return Ok(true);
+                }
+                Err(error) if !careful && !error.is_transient() => {
+                    tx.rollback().await?;
+                    careful = true;
+                }
+                Err(error) => return Err(error),
             }
-        };
-        if affected(&guard) != 1 {
-            tx.rollback().await?;
-            return Ok(false);
         }
-        apply_events(&mut tx, projection, target.generation(), events).await?;
+    }
+
+    /// Sets the held-events gauge and the health board of `name` from its live generation.
+    async fn publish_held(&self, name: &str) -> Result<(), ProjectionError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS held, MIN(h.position) AS oldest FROM projection_held h \
+             JOIN projection_state s ON s.name = h.projection AND s.generation = h.generation \
+             WHERE h.projection = $1",
+        )
+        .bind(name)
+        .fetch_one(self.read.pool())
+        .await?;
+        let held: i64 = row.try_get("held")?;
+        let oldest: Option<i64> = row.try_get("oldest")?;
+        let reason = match oldest {
+            Some(position) => {
+                let row = sqlx::query(
+                    "SELECT reason FROM projection_held WHERE projection = $1 AND position = $2 \
+                     ORDER BY generation DESC",
+                )
+                .bind(name)
+                .bind(position)
+                .fetch_optional(self.read.pool())
+                .await?;
+                row.map(|r| r.try_get::<String, _>("reason")).transpose()?
+            }
+            None => None,
+        };
+        self.health
+            .report(name, u64::try_from(held).unwrap_or(0), reason.as_deref());
+        Ok(())
+    }
+
+    /// Every event held back by the live generation of any projection, by projection and
+    /// position.
+    pub async fn held(&self) -> Result<Vec<HeldEvent>, ProjectionError> {
+        self.init().await?;
+        let rows = sqlx::query(
+            "SELECT h.projection, h.position, h.stream, h.revision, h.event_id, h.event_type, \
+             h.reason, h.held_at, h.retries, h.behind FROM projection_held h \
+             JOIN projection_state s ON s.name = h.projection AND s.generation = h.generation \
+             ORDER BY h.projection, h.position",
+        )
+        .fetch_all(self.read.pool())
+        .await?;
+        rows.iter().map(held_from_row).collect()
+    }
+
+    /// Applies the held events of the stream of the event `projection` holds at `position`
+    /// again, in order (after a fix). Each that applies is released in the transaction that
+    /// applies it; the first that fails again stays held with the new reason, and so do the
+    /// ones after it.
+    pub async fn retry_held(
+        &self,
+        projection: &str,
+        position: u64,
+    ) -> Result<RetryReport, ProjectionError> {
+        self.init().await?;
+        let projection = self.projection(projection)?.clone();
+        let stream = self
+            .held()
+            .await?
+            .into_iter()
+            .find(|h| h.consumer == projection.name() && h.position == position)
+            .map(|h| h.stream)
+            .ok_or_else(|| ProjectionError::NothingHeld {
+                projection: projection.name().to_string(),
+                position,
+            })?;
+        self.retry_stream(projection.as_ref(), &stream).await
+    }
+
+    /// Retries every held stream of every projection.
+    pub async fn retry_all_held(&self) -> Result<Vec<RetryReport>, ProjectionError> {
+        let mut done: BTreeSet<(String, String)> = BTreeSet::new();
+        let mut reports = Vec::new();
+        for held in self.held().await? {
+            if !done.insert((held.consumer.clone(), held.stream.clone())) {
+                continue;
+            }
+            let projection = self.projection(&held.consumer)?.clone();
+            reports.push(self.retry_stream(projection.as_ref(), &held.stream).await?);
+        }
+        Ok(reports)
+    }
+
+    async fn retry_stream(
+        &self,
+        projection: &dyn Projection,
+        stream: &str,
+    ) -> Result<RetryReport, ProjectionError> {
+        let name = projection.name();
+        let mut report = RetryReport {
+            consumer: name.to_string(),
+            stream: stream.to_string(),
+            released: 0,
+            still_held: None,
+        };
+        let mut tx = self.read.begin().await?;
+        // Written first: takes the row lock (PostgreSQL) or the write lock (SQLite), so the live
+        // runner's batches wait for the retry instead of interleaving with it.
+        sqlx::query("UPDATE projection_state SET updated_at = $1 WHERE name = $2")
+            .bind(time_to_sql(Utc::now()))
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        let generation: i64 =
+            sqlx::query("SELECT generation FROM projection_state WHERE name = $1")
+                .bind(name)
+                .fetch_one(&mut *tx)
+                .await?
+                .try_get("generation")?;
+        let rows = sqlx::query(
+            "SELECT position, revision, event_id FROM projection_held \
+             WHERE projection = $1 AND generation = $2 AND stream = $3 ORDER BY position",
+        )
+        .bind(name)
+        .bind(generation)
+        .bind(stream)
+        .fetch_all(&mut *tx)
+        .await?;
+        for row in rows {
+            let position = position_from_sql(row.try_get("position")?)?;
+            let revision = position_from_sql(row.try_get("revision")?)?;
+            let event_id: String = row.try_get("event_id")?;
+            let event = self
+                .store
+                .read_stream(
+                    stream,
+                    Direction::Forwards,
+                    StreamStart::Revision(revision),
+                    1,
+                )
+                .await?
+                .into_iter()
+                .next()
+                .filter(|e| e.position == position && e.id.to_string() == event_id);
+            let outcome = match &event {
+                Some(event) => {
+                    let mut savepoint = tx.begin().await?;
+                    match apply_one(
+                        &mut savepoint,
+                        projection,
+                        generation_from_sql(generation)?,
+                        event,
+                    )
+                    .await
+                    {
+                        Ok(()) => savepoint.commit().await.map_err(ProjectionError::from),
+                        Err(error) => {
+                            savepoint.rollback().await?;
+                            Err(error)
+                        }
+                    }
+                }
+                None => Err(ProjectionError::Corrupt(format!(
+                    "the held event at position {position} of {stream} is not in the event store"
+                ))),
+            };
+            match outcome {
+                Ok(()) => {
+                    sqlx::query(
+                        "DELETE FROM projection_held \
+                         WHERE projection = $1 AND generation = $2 AND position = $3",
+                    )
+                    .bind(name)
+                    .bind(generation)
+                    .bind(position_to_sql(position)?)
+                    .execute(&mut *tx)
+                    .await?;
+                    report.released += 1;
+                }
+                // Rolled back whole: everything stays held as it was.
+                Err(error) if error.is_transient() => return Err(error),
+                Err(error) => {
+                    let reason = error.to_string();
+                    sqlx::query(
+                        "UPDATE projection_held SET reason = $1, retries = retries + 1, \
+                         behind = NULL WHERE projection = $2 AND generation = $3 AND position = $4",
+                    )
+                    .bind(reason.as_str())
+                    .bind(name)
+                    .bind(generation)
+                    .bind(position_to_sql(position)?)
+                    .execute(&mut *tx)
+                    .await?;
+                    report.still_held = Some((position, reason));
+                    break;
+                }
+            }
+        }
         tx.commit().await?;
-        metrics::counter!("upline_projection_events_total", "projection" => name)
-            .increment(events.len() as u64);
-        Ok(true)
+        self.publish_held(name).await?;
+        Ok(report)
     }
 
     /// Applies everything recorded so far to every projection; returns the events applied.
@@ -495,6 +710,15 @@ impl ProjectionRunner {
     /// a configuration error (two projections with one name, a bad table name).
     pub async fn run(&self, shutdown: watch::Receiver<bool>) -> Result<(), ProjectionError> {
         self.check_configuration()?;
+        if self.init().await.is_ok() {
+            // What is already held shows on /readyz from the start (the board may have been
+            // attached after `init`).
+            for projection in &self.projections {
+                if let Err(error) = self.publish_held(projection.name()).await {
+                    tracing::warn!(projection = projection.name(), %error, "held events not reported");
+                }
+            }
+        }
         let runs = self
             .projections
             .iter()
@@ -505,6 +729,8 @@ impl ProjectionRunner {
 
     async fn run_one(&self, projection: Arc<dyn Projection>, mut shutdown: watch::Receiver<bool>) {
         let name = projection.name();
+        let mut backoff = self.retry.backoff();
+        let mut failed_at: Option<u64> = None;
         loop {
             let result = async {
                 self.init().await?;
@@ -515,18 +741,20 @@ impl ProjectionRunner {
                 Ok(()) => return,
                 Err(error) if error.is_closed() => return,
                 Err(error) => {
-                    tracing::error!(projection = name, error = %error, "projection failed; resuming");
+                    let transient = error.is_transient();
+                    tracing::error!(projection = name, error = %error, transient, "projection failed; resuming");
                     metrics::counter!("upline_projection_failures_total", "projection" => name)
                         .increment(1);
-                    tokio::select! {
-                        _ = tokio::time::sleep(RESUME_AFTER) => {}
-                        changed = shutdown.changed() => {
-                            if changed.is_err() {
-                                return;
-                            }
-                        }
+                    count_retry(name, transient);
+                    // A new outage (it got further since the last failure) starts the back-off
+                    // over.
+                    let position = self.load_state(name).await.map(|s| s.position).ok();
+                    if position.is_some() && position > failed_at && failed_at.is_some() {
+                        backoff = self.retry.backoff();
                     }
-                    if *shutdown.borrow() {
+                    failed_at = position.or(failed_at);
+                    let pause = backoff.next().unwrap_or(self.retry.cap);
+                    if !pause_unless_shutdown(pause, &mut shutdown).await {
                         return;
                     }
                 }
@@ -820,7 +1048,7 @@ impl ProjectionRunner {
                 .await?;
             let Some(last) = page.last() else { break };
             let (last_position, last_at) = (last.position, last.recorded_at);
-            apply_events(&mut tx, projection, generation, &page).await?;
+            apply_or_hold(&mut tx, projection, generation, &page, true).await?;
             position = last_position;
             applied += page.len() as u64;
             last_recorded_at = Some(last_at);
@@ -879,29 +1107,191 @@ impl ProjectionRunner {
     }
 }
 
-/// Applies `events` to the tables of `generation`, naming the event in any error.
-async fn apply_events(
+/// Moves the checkpoint of `target` from `from` to `last` (guarded: `false` if it is no longer
+/// at `from`). Written first in the batch's transaction, so it also takes the lock.
+async fn move_checkpoint(
+    tx: &mut Tx<'_>,
+    name: &str,
+    target: Target,
+    from: u64,
+    last: &RecordedEvent,
+) -> Result<bool, ProjectionError> {
+    let guard = match target {
+        Target::Live { generation } => {
+            sqlx::query(
+                "UPDATE projection_state SET position = $1, updated_at = $2, \
+                 last_recorded_at = $3 \
+                 WHERE name = $4 AND generation = $5 AND position = $6",
+            )
+            .bind(position_to_sql(last.position)?)
+            .bind(time_to_sql(Utc::now()))
+            .bind(time_to_sql(last.recorded_at))
+            .bind(name)
+            .bind(i64::from(generation))
+            .bind(position_to_sql(from)?)
+            .execute(&mut **tx)
+            .await?
+        }
+        Target::Rebuild { generation } => {
+            sqlx::query(
+                "UPDATE projection_state SET rebuilding_position = $1, updated_at = $2 \
+                 WHERE name = $3 AND rebuilding_generation = $4 AND rebuilding_position = $5",
+            )
+            .bind(position_to_sql(last.position)?)
+            .bind(time_to_sql(Utc::now()))
+            .bind(name)
+            .bind(i64::from(generation))
+            .bind(position_to_sql(from)?)
+            .execute(&mut **tx)
+            .await?
+        }
+    };
+    Ok(affected(&guard) == 1)
+}
+
+/// Applies `events` to the tables of `generation`, holding back the events of streams already
+/// held and (when `careful`) any event failing for a permanent reason, each inside a savepoint.
+/// Returns how many were held. Without `careful` the first failure is returned as is (the caller
+/// rolls back and tries again carefully).
+async fn apply_or_hold(
     tx: &mut Tx<'_>,
     projection: &dyn Projection,
     generation: u32,
     events: &[RecordedEvent],
-) -> Result<(), ProjectionError> {
+    careful: bool,
+) -> Result<u64, ProjectionError> {
+    let name = projection.name();
+    let mut held = held_streams(tx, name, generation).await?;
+    let mut count = 0;
     for event in events {
-        projection
-            .apply(tx, generation, event)
-            .await
-            .map_err(|error| match error {
-                error @ ProjectionError::InvalidEvent { .. } => error,
-                error => ProjectionError::Apply {
-                    projection: projection.name().to_string(),
-                    position: event.position,
-                    stream: event.stream_id.clone(),
-                    event_type: event.event_type.clone(),
-                    source: Box::new(error),
-                },
-            })?;
+        if let Some(&first) = held.get(&event.stream_id) {
+            let reason = format!("held behind position {first} of the same stream");
+            hold(tx, name, generation, event, &reason, Some(first)).await?;
+            count += 1;
+            continue;
+        }
+        if !careful {
+            apply_one(tx, projection, generation, event).await?;
+            continue;
+        }
+        let mut savepoint = tx.begin().await?;
+        match apply_one(&mut savepoint, projection, generation, event).await {
+            Ok(()) => savepoint.commit().await?,
+            Err(error) if error.is_transient() => return Err(error),
+            Err(error) => {
+                savepoint.rollback().await?;
+                tracing::error!(
+                    projection = name,
+                    position = event.position,
+                    stream = %event.stream_id,
+                    event_type = %event.event_type,
+                    error = %error,
+                    "event held back: it cannot be applied"
+                );
+                hold(tx, name, generation, event, &error.to_string(), None).await?;
+                held.insert(event.stream_id.clone(), event.position);
+                count += 1;
+            }
+        }
     }
+    Ok(count)
+}
+
+/// The streams `name` holds in `generation`, with the first held position of each.
+async fn held_streams(
+    tx: &mut Tx<'_>,
+    name: &str,
+    generation: u32,
+) -> Result<HashMap<String, u64>, ProjectionError> {
+    let rows = sqlx::query(
+        "SELECT stream, MIN(position) AS first FROM projection_held \
+         WHERE projection = $1 AND generation = $2 GROUP BY stream",
+    )
+    .bind(name)
+    .bind(i64::from(generation))
+    .fetch_all(&mut **tx)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            let stream: String = row.try_get("stream")?;
+            let first = position_from_sql(row.try_get("first")?)?;
+            Ok((stream, first))
+        })
+        .collect()
+}
+
+async fn hold(
+    tx: &mut Tx<'_>,
+    name: &str,
+    generation: u32,
+    event: &RecordedEvent,
+    reason: &str,
+    behind: Option<u64>,
+) -> Result<(), ProjectionError> {
+    metrics::counter!("upline_projection_held_events_total", "projection" => name.to_string())
+        .increment(1);
+    sqlx::query(
+        "INSERT INTO projection_held (projection, generation, position, stream, revision, \
+         event_id, event_type, reason, held_at, retries, behind) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, $10) \
+         ON CONFLICT (projection, generation, position) DO NOTHING",
+    )
+    .bind(name)
+    .bind(i64::from(generation))
+    .bind(position_to_sql(event.position)?)
+    .bind(event.stream_id.as_str())
+    .bind(position_to_sql(event.revision)?)
+    .bind(event.id.to_string())
+    .bind(event.event_type.as_str())
+    .bind(reason)
+    .bind(time_to_sql(Utc::now()))
+    .bind(behind.map(position_to_sql).transpose()?)
+    .execute(&mut **tx)
+    .await?;
     Ok(())
+}
+
+fn held_from_row(row: &sqlx::any::AnyRow) -> Result<HeldEvent, ProjectionError> {
+    let event_id: String = row.try_get("event_id")?;
+    let held_at: String = row.try_get("held_at")?;
+    let retries: i64 = row.try_get("retries")?;
+    let behind: Option<i64> = row.try_get("behind")?;
+    Ok(HeldEvent {
+        consumer: row.try_get("projection")?,
+        position: position_from_sql(row.try_get("position")?)?,
+        stream: row.try_get("stream")?,
+        revision: position_from_sql(row.try_get("revision")?)?,
+        event_id: event_id
+            .parse()
+            .map_err(|_| ProjectionError::Corrupt(format!("held event id {event_id:?}")))?,
+        event_type: row.try_get("event_type")?,
+        reason: row.try_get("reason")?,
+        since: time_from_sql(&held_at)?,
+        retries: u32::try_from(retries).unwrap_or(u32::MAX),
+        behind: behind.map(position_from_sql).transpose()?,
+    })
+}
+
+/// Applies one event to the tables of `generation`, naming the event in any error.
+async fn apply_one(
+    tx: &mut Tx<'_>,
+    projection: &dyn Projection,
+    generation: u32,
+    event: &RecordedEvent,
+) -> Result<(), ProjectionError> {
+    projection
+        .apply(tx, generation, event)
+        .await
+        .map_err(|error| match error {
+            error @ ProjectionError::InvalidEvent { .. } => error,
+            error => ProjectionError::Apply {
+                projection: projection.name().to_string(),
+                position: event.position,
+                stream: event.stream_id.clone(),
+                event_type: event.event_type.clone(),
+                source: Box::new(error),
+            },
+        })
 }
 
 /// Points the views of `projection` at `generation`.
@@ -938,6 +1328,12 @@ async fn drop_tables(
         .execute(&mut **tx)
         .await?;
     }
+    // What that generation held goes with its tables.
+    sqlx::query("DELETE FROM projection_held WHERE projection = $1 AND generation = $2")
+        .bind(projection.name())
+        .bind(i64::from(generation))
+        .execute(&mut **tx)
+        .await?;
     Ok(())
 }
 

@@ -323,3 +323,168 @@ async fn an_interrupted_rebuild_is_dropped_by_the_next() {
     })
     .await;
 }
+
+/// The ledger, refusing the event at one position (as if it could not read it) until fixed.
+struct RefusingLedger {
+    refuse: Mutex<Option<u64>>,
+}
+
+#[async_trait::async_trait]
+impl upline_projections::Projection for RefusingLedger {
+    fn name(&self) -> &'static str {
+        LedgerProjection.name()
+    }
+    fn stream_prefixes(&self) -> Vec<String> {
+        LedgerProjection.stream_prefixes()
+    }
+    fn tables(&self) -> &'static [&'static str] {
+        LedgerProjection.tables()
+    }
+    async fn create_tables(
+        &self,
+        tx: &mut upline_projections::Tx<'_>,
+        generation: u32,
+    ) -> Result<(), ProjectionError> {
+        LedgerProjection.create_tables(tx, generation).await
+    }
+    async fn apply(
+        &self,
+        tx: &mut upline_projections::Tx<'_>,
+        generation: u32,
+        event: &upline_store::RecordedEvent,
+    ) -> Result<(), ProjectionError> {
+        if *self.refuse.lock().unwrap() == Some(event.position) {
+            return Err(ProjectionError::InvalidEvent {
+                projection: "ledger".into(),
+                position: event.position,
+                stream: event.stream_id.clone(),
+                event_type: event.event_type.clone(),
+                reason: "refused by the test".into(),
+            });
+        }
+        LedgerProjection.apply(tx, generation, event).await
+    }
+}
+
+/// Position of revision `revision` of `stream`.
+async fn position_of(store: &Arc<dyn EventStore>, stream: &str, revision: u64) -> u64 {
+    store
+        .read_stream(
+            stream,
+            upline_store::Direction::Forwards,
+            upline_store::StreamStart::Revision(revision),
+            1,
+        )
+        .await
+        .unwrap()[0]
+        .position
+}
+
+#[tokio::test]
+async fn an_unreadable_posting_is_held_with_its_stream_and_everything_else_applies() {
+    on_every_read_store(|target| async move {
+        // Given postings, an unreadable posting on d3's stream, then more postings
+        let dir = tempfile::tempdir().unwrap();
+        let store = event_store(dir.path()).await;
+        let first = postings(0, 20);
+        append(&store, &first).await;
+        let junk =
+            EventData::json("CommissionEarned", &serde_json::json!({"amount": "x"})).unwrap();
+        let bad = store
+            .append("distributor-d3", ExpectedRevision::Any, vec![junk])
+            .await
+            .unwrap()
+            .position;
+        let later = postings(20, 20);
+        append(&store, &later).await;
+
+        // When the ledger catches up
+        let read = target.connect().await;
+        let runner = runner(&store, read.clone(), 8);
+        runner.catch_up().await.unwrap();
+
+        // Then the unreadable posting is held, d3's later postings behind it, and every other
+        // posting is in the ledger; the checkpoint is at the head
+        let held = runner.held().await.unwrap();
+        assert_eq!(held[0].position, bad, "{}: {held:?}", target.label);
+        assert_eq!(held[0].consumer, "ledger");
+        assert_eq!(held[0].stream, "distributor-d3");
+        assert!(held[0].behind.is_none());
+        let behind: Vec<_> = later.iter().filter(|p| p.distributor == "d3").collect();
+        assert_eq!(held.len(), 1 + behind.len(), "{held:?}");
+        assert!(held[1..]
+            .iter()
+            .all(|h| h.behind == Some(bad) && h.stream == "distributor-d3"));
+        let applied: Vec<Posting> = first
+            .iter()
+            .chain(later.iter().filter(|p| p.distributor != "d3"))
+            .cloned()
+            .collect();
+        assert_eq!(actual_balances(&read).await, expected_balances(&applied));
+        let status = runner.status().await.unwrap();
+        assert_eq!(status[0].lag_events, 0, "{status:?}");
+
+        // When an operator retries before a fix
+        let reports = runner.retry_all_held().await.unwrap();
+        // Then it stays held with the reason, counted as a failed retry; nothing changes
+        assert_eq!(reports.len(), 1);
+        assert_eq!(reports[0].released, 0);
+        assert_eq!(reports[0].still_held.as_ref().map(|s| s.0), Some(bad));
+        let again = runner.held().await.unwrap();
+        assert_eq!(again.len(), held.len());
+        assert_eq!(again[0].retries, 1);
+        assert_eq!(actual_balances(&read).await, expected_balances(&applied));
+        read.close().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_held_event_retried_after_the_fix_applies_once_in_order() {
+    on_every_read_store(|target| async move {
+        // Given a ledger that refuses d5's first posting
+        let dir = tempfile::tempdir().unwrap();
+        let store = event_store(dir.path()).await;
+        let all = postings(0, 40);
+        append(&store, &all).await;
+        let refused = position_of(&store, "distributor-d5", 1).await;
+        let ledger = Arc::new(RefusingLedger {
+            refuse: Mutex::new(Some(refused)),
+        });
+        let read = target.connect().await;
+        let runner = ProjectionRunner::new(store.clone(), read.clone(), vec![ledger.clone()])
+            .with_page_size(16);
+        runner.catch_up().await.unwrap();
+        let held = runner.held().await.unwrap();
+        let d5 = all.iter().filter(|p| p.distributor == "d5").count();
+        assert_eq!(held.len(), d5, "{}: {held:?}", target.label);
+        let others: Vec<Posting> = all
+            .iter()
+            .filter(|p| p.distributor != "d5")
+            .cloned()
+            .collect();
+        assert_eq!(actual_balances(&read).await, expected_balances(&others));
+
+        // When the fix is in and the held event is retried
+        *ledger.refuse.lock().unwrap() = None;
+        let report = runner.retry_held("ledger", refused).await.unwrap();
+
+        // Then d5's postings apply, in order, exactly once, and nothing is held
+        assert_eq!((report.released, report.still_held), (d5, None));
+        assert!(runner.held().await.unwrap().is_empty());
+        assert_eq!(actual_balances(&read).await, expected_balances(&all));
+        assert_eq!(count(&read, "ledger_entries").await, all.len() as i64 * 2);
+
+        // When the same item is retried again, or the runner catches up again
+        assert!(matches!(
+            runner.retry_held("ledger", refused).await,
+            Err(ProjectionError::NothingHeld { .. })
+        ));
+        runner.catch_up().await.unwrap();
+        // Then nothing counts twice
+        assert_eq!(actual_balances(&read).await, expected_balances(&all));
+        assert_eq!(count(&read, "ledger_entries").await, all.len() as i64 * 2);
+        read.close().await;
+    })
+    .await;
+}

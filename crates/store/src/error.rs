@@ -116,6 +116,19 @@ impl StoreError {
     pub fn is_wrong_expected_revision(&self) -> bool {
         matches!(self, StoreError::WrongExpectedRevision { .. })
     }
+
+    /// `true` when the same request may succeed later without anyone changing anything: the
+    /// database failed (I/O, a lock, a timeout), the store is closing, or another writer got
+    /// to the stream first. Everything else (a bad name, a malformed event, a bound exceeded)
+    /// fails the same way every time.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Database { .. }
+                | StoreError::Closed
+                | StoreError::WrongExpectedRevision { .. }
+        )
+    }
 }
 
 impl From<sqlx::Error> for StoreError {

@@ -325,6 +325,28 @@ impl SqliteInbox {
         rows.iter().map(decode_listed).collect()
     }
 
+    /// Like [`SqliteInbox::list`] with `status`, for paging: only items with an id above
+    /// `after` (the last id of the previous page).
+    pub async fn list_after(
+        &self,
+        status: &str,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<ListedItem>, InboxError> {
+        let status = DeliveryStatus::from_str(status)?;
+        let limit = i64::try_from(limit.min(MAX_LIST)).unwrap_or(0);
+        let rows = sqlx::query(&format!(
+            "SELECT {LIST_COLUMNS} FROM deliveries WHERE status = ?1 AND id > ?2 ORDER BY id LIMIT ?3"
+        ))
+        .bind(status.as_str())
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(storage)?;
+        rows.iter().map(decode_listed).collect()
+    }
+
     /// One item by id, `None` when there is no such item.
     pub async fn item(&self, id: i64) -> Result<Option<ListedItem>, InboxError> {
         let row = sqlx::query(&format!(
