@@ -100,6 +100,7 @@ fn placed(order_id: &str) -> OrderUpdate {
                 customer_id: Some("cust-1".into()),
                 ..AttributionHints::default()
             },
+            test: false,
         }),
         facts: vec![],
     }

@@ -311,6 +311,7 @@ fn updates(n: usize, draft: &OrderDraft) -> Vec<OrderUpdate> {
                 explicit_ref: Some(format!("CODE{}", draft.seller)),
                 ..AttributionHints::default()
             },
+            test: false,
         }),
         facts: vec![],
     }];

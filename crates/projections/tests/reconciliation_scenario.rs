@@ -136,6 +136,7 @@ pub fn order(
             customer_id: None,
             ..AttributionHints::default()
         },
+        test: false,
     }
 }
 
