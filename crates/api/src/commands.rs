@@ -582,7 +582,7 @@ fn normalized_order(order: &pb::Order) -> Result<(OrderKey, NormalizedOrder), St
         None => {
             let goods: Decimal = lines
                 .iter()
-                .map(|l| currency.round(l.quantity * l.unit_price) - l.discount)
+                .map(|l| l.quantity * l.unit_price - l.discount)
                 .sum();
             let added_tax = if order.prices_include_tax {
                 Decimal::ZERO

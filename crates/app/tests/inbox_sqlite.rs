@@ -616,6 +616,10 @@ async fn a_requeued_parked_item_is_claimable_again_with_its_exact_body() {
         listed.last_error.as_deref(),
         Some("requeued after: payload: unsupported currency XTS")
     );
+    assert_eq!(
+        listed.attempts, 0,
+        "a requeue after a fix gets every retry again"
+    );
     assert!(listed.available_at >= before - chrono::Duration::seconds(1));
     assert!(listed.available_at <= Utc::now());
     let stats = inbox.stats().await.unwrap();

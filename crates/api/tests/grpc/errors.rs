@@ -82,7 +82,8 @@ async fn invalid_arguments_name_their_field() {
             "order.lines[0].quantity:",
         ),
         (
-            with(|o| o.lines[0].discount = "0.001".into()),
+            // A line discount may carry a unit price's 4 decimals, no more.
+            with(|o| o.lines[0].discount = "0.00001".into()),
             "order.lines[0].discount:",
         ),
         (with(|o| o.currency = "XXX".into()), "order.currency:"),

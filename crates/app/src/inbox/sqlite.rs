@@ -361,8 +361,9 @@ impl SqliteInbox {
 
     /// Puts a `parked` delivery (its payload could not be read) back to
     /// `pending`, available at once, for a retry after the fix: its
-    /// `completed_at` and `outcome_reason` are cleared and the reason is kept
-    /// in `last_error` as "requeued after: <reason>". Wakes this handle's
+    /// `completed_at` and `outcome_reason` are cleared, the attempt count starts
+    /// again, and the reason is kept in `last_error` as "requeued after:
+    /// <reason>". Wakes this handle's
     /// workers. Returns `false`, changing nothing, when the item is in any
     /// other status (pending already, or processed or ignored: those must not
     /// be processed twice); [`InboxError::UnknownItem`] when there is none.

@@ -410,6 +410,8 @@ impl Writer {
             return Ok(false);
         }
         let reason: Option<String> = row.try_get("outcome_reason").map_err(storage)?;
+        // The attempt count starts again: the worker gives up after a number of attempts, and a
+        // requeue after a fix deserves them all.
         let last_error = super::bounded(
             &format!(
                 "requeued after: {}",
@@ -422,7 +424,7 @@ impl Writer {
         // must be right on its own.
         let done = sqlx::query(
             "UPDATE deliveries SET status = 'pending', available_at = ?2, completed_at = NULL, \
-             outcome_reason = NULL, last_error = ?3 \
+             outcome_reason = NULL, last_error = ?3, attempts = 0 \
              WHERE id = ?1 AND status = 'parked'",
         )
         .bind(id)
