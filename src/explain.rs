@@ -314,7 +314,7 @@ fn render(order_file: &OrderFile, run: &Explained) -> String {
 /// An amount in the currency's scale, for people (`--format json` has the exact values).
 fn money(currency: Currency, amount: rust_decimal::Decimal) -> String {
     let mut shown = currency.round(amount);
-    shown.rescale(u32::from(currency.minor_unit()));
+    shown.rescale(currency.minor_unit());
     shown.to_string()
 }
 

@@ -228,7 +228,7 @@ impl NetworkFile {
                 command,
             ));
         }
-        dated.sort_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
+        dated.sort_by_key(|a| (a.0, a.1, a.2));
         Ok(dated
             .into_iter()
             .map(|(_, _, _, place, command)| (place, command))
