@@ -329,12 +329,17 @@ fn with_minor_scale(currency: Currency, amount: Decimal) -> Decimal {
 }
 
 /// The split rule: `amount` spread over `weights` pro rata. Each share is the exact share rounded
-/// down to the minor unit; the minor units left over go to the largest weight, ties to the first
-/// (and what would push a share past its weight spills to the next largest). The shares add up
-/// to `amount` exactly; an amount with a fraction of a minor unit gives that fraction to the
-/// largest weight too. Weights must not be negative; all zero weights give all zero shares.
-/// `None` only when the amounts are too large to compute exactly.
+/// down to the minor unit; the minor units left over go to the largest weight, ties to the first,
+/// and what would push a share past its weight's whole minor units spills to the next largest.
+/// What whole minor units cannot hold (weights with fractions of a minor unit, or an amount with
+/// one) comes off the weights' fractions, largest weight first, so that no share exceeds its
+/// weight. The shares add up to `amount` exactly; only an amount above the weights' sum leaves a
+/// rest, which the largest weight takes. Weights must not be negative; all zero weights give all
+/// zero shares. `None` only when the amounts are too large to compute exactly.
 pub fn split(currency: Currency, amount: Decimal, weights: &[Decimal]) -> Option<Vec<Decimal>> {
+    if weights.iter().all(|w| w.is_zero()) {
+        return Some(vec![Decimal::ZERO; weights.len()]);
+    }
     let whole = currency.round_down(amount);
     let amount_m = to_minor(currency, whole)?;
     // Weights as integers at one common scale: the ratios are what matter, and integers keep
@@ -353,15 +358,27 @@ pub fn split(currency: Currency, amount: Decimal, weights: &[Decimal]) -> Option
         .iter()
         .map(|w| to_minor(currency, currency.round_down(*w)))
         .collect::<Option<Vec<i128>>>()?;
-    let shares = allocate(amount_m, &scaled, &rooms)?;
-    let mut shares: Vec<Decimal> = shares
+    let mut shares = allocate(amount_m, &scaled, &rooms)?
         .into_iter()
         .map(|m| from_minor(currency, m))
         .collect::<Option<Vec<Decimal>>>()?;
-    let fraction = amount - whole;
-    if !fraction.is_zero() {
-        if let Some(largest) = largest_first(&scaled).first() {
-            shares[*largest] += fraction;
+    let order = largest_first(&scaled);
+    let mut rest = amount.checked_sub(
+        shares
+            .iter()
+            .try_fold(Decimal::ZERO, |a, s| a.checked_add(*s))?,
+    )?;
+    for &i in &order {
+        if rest <= Decimal::ZERO {
+            break;
+        }
+        let give = rest.min((weights[i] - shares[i]).max(Decimal::ZERO));
+        shares[i] += give;
+        rest -= give;
+    }
+    if rest > Decimal::ZERO {
+        if let Some(&largest) = order.first() {
+            shares[largest] += rest;
         }
     }
     Some(shares)
@@ -376,9 +393,8 @@ fn largest_first(weights: &[i128]) -> Vec<usize> {
 
 /// Splits `amount` minor units over `weights` pro rata, in integers: each share is floored; the
 /// leftover goes to the largest weight, ties to the first, each share staying within its `room`
-/// (the whole minor units of its weight), spilling to the next largest. The leftover is fewer
-/// units than there are weights and fits when the amount does not exceed the rooms' sum; if it
-/// does not fit (weights with fractions of a minor unit), the rest goes to the largest weight.
+/// (the whole minor units of its weight), spilling to the next largest. What no room can hold is
+/// left for the caller ([`split`] takes it from the weights' fractions of a minor unit).
 /// `None` only on overflow; all-zero weights give zero shares.
 fn allocate(amount: i128, weights: &[i128], rooms: &[i128]) -> Option<Vec<i128>> {
     let total = weights
@@ -392,17 +408,13 @@ fn allocate(amount: i128, weights: &[i128], rooms: &[i128]) -> Option<Vec<i128>>
         .map(|w| amount.checked_mul(*w).map(|x| x / total))
         .collect::<Option<Vec<i128>>>()?;
     let mut leftover = amount - shares.iter().sum::<i128>();
-    let order = largest_first(weights);
-    for &i in &order {
+    for i in largest_first(weights) {
         if leftover == 0 {
             break;
         }
         let give = leftover.min((rooms[i] - shares[i]).max(0));
         shares[i] += give;
         leftover -= give;
-    }
-    if leftover > 0 {
-        shares[order[0]] += leftover;
     }
     Some(shares)
 }
@@ -445,6 +457,24 @@ mod tests {
         // put the 10.01 line at 10.02, so 0.01 goes there and 0.01 to the first 10.00 line.
         let w = [1000, 1000, 1001];
         assert_eq!(allocate(3000, &w, &w), Some(vec![1000, 999, 1001]));
+    }
+
+    #[test]
+    fn what_whole_minor_units_cannot_hold_comes_off_the_fractions_largest_first() {
+        // 12.02 over 5.0095 / 3.0075 / 3.0045 / 1.0002 (a refund of nearly all of an order with
+        // sub-cent unit prices): the whole minor units hold 5.00 + 3.00 + 3.00 + 1.00 = 12.00, so
+        // the last 0.02 comes off the fractions: 0.0095, 0.0075, then 0.0030 of the 0.0045.
+        let d = |s: &str| s.parse::<Decimal>().expect("decimal");
+        let weights = [d("5.0095"), d("3.0075"), d("3.0045"), d("1.0002")];
+        let shares = split(Currency::USD, d("12.02"), &weights).expect("split");
+        assert_eq!(shares, [d("5.0095"), d("3.0075"), d("3.003"), d("1.00")]);
+        assert_eq!(shares.iter().sum::<Decimal>(), d("12.02"));
+        // An amount above the weights' sum still adds up.
+        let shares = split(Currency::USD, d("3.00"), &[d("1.005"), d("1.00")]).expect("split");
+        assert_eq!(shares.iter().sum::<Decimal>(), d("3.00"));
+        // All-zero weights take nothing.
+        let shares = split(Currency::USD, d("1.00"), &[d("0"), d("0")]).expect("split");
+        assert_eq!(shares, [Decimal::ZERO, Decimal::ZERO]);
     }
 
     #[test]

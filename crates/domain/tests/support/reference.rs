@@ -96,14 +96,11 @@ fn minor_units(currency: Currency, amount: Decimal) -> i128 {
     units / per_minor
 }
 
-fn from_minor(currency: Currency, minor: i128) -> Decimal {
-    Decimal::from_i128_with_scale(minor, currency.minor_unit())
-}
-
 /// Splits a whole amount over lines pro rata to `weights`: each share is the exact share rounded
 /// down to the minor unit; the minor units left over go to the line with the largest weight
 /// (ties: the first such line). A line never takes more than its weight: what does not fit goes
-/// to the next largest line, and so on.
+/// to the next largest line, and so on; what no line's whole minor units can hold comes off the
+/// lines' fractions of a minor unit, largest line first.
 pub fn split_down(currency: Currency, amount: Decimal, weights: &[Decimal]) -> Vec<Decimal> {
     let amount = minor_units(currency, amount);
     let exact: Vec<i128> = weights.iter().map(|w| exact_units(*w)).collect();
@@ -117,15 +114,24 @@ pub fn split_down(currency: Currency, amount: Decimal, weights: &[Decimal]) -> V
     let mut largest_first: Vec<usize> = (0..weights.len()).collect();
     // A stable sort: equal weights stay in line order, so the first of them comes first.
     largest_first.sort_by(|&a, &b| exact[b].cmp(&exact[a]));
-    for i in largest_first {
+    for &i in &largest_first {
         let room = exact[i] / per_minor - shares[i];
         let give = left.min(room.max(0));
         shares[i] += give;
         left -= give;
     }
+    // What whole minor units cannot hold (weights with fractions of a minor unit) is taken from
+    // those fractions, largest line first, so the shares still add up to the amount.
+    let mut shares: Vec<i128> = shares.iter().map(|m| m * per_minor).collect();
+    let mut left = left * per_minor;
+    for &i in &largest_first {
+        let give = left.min((exact[i] - shares[i]).max(0));
+        shares[i] += give;
+        left -= give;
+    }
     shares
         .into_iter()
-        .map(|m| from_minor(currency, m))
+        .map(|units| Decimal::from_i128_with_scale(units, EXACT_SCALE).normalize())
         .collect()
 }
 
