@@ -504,6 +504,8 @@ fn gateway_config() -> Result<GatewayConfig> {
             public_keys_pem: vec![],
             test_orders: Default::default(),
         }],
+        // The bodies carry fixed dates (reproducible runs), so the replay window must reach them.
+        replay_window_hours: 24 * 366 * 10,
         ..GatewayConfig::default()
     })
 }

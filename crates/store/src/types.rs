@@ -155,6 +155,14 @@ impl AllStart {
     }
 }
 
+/// A stream's category, EventStoreDB's convention: the part of its name
+/// before the first `-` (`order-shopify-s-1` is in `order`), or the whole name
+/// when it has none. Stores may index it, so that a read filtered by a
+/// category prefix (`"order-"`) costs what it returns.
+pub fn stream_category(stream: &str) -> &str {
+    stream.split('-').next().unwrap_or(stream)
+}
+
 /// Which streams a global read / subscription returns.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct StreamFilter {

@@ -145,6 +145,137 @@ async fn a_failing_request_does_not_fail_its_batch() {
     store.close().await.expect("close");
 }
 
+// Current-thread runtime: every append below lands in one batch, whose rows
+// the writer inserts together (the commission postings' shape: many streams,
+// `Any`, deterministic ids, some of them repeats).
+#[tokio::test]
+async fn a_grouped_batch_answers_where_each_append_was_stored() {
+    let (_dir, path) = temp_store_path();
+    let store = SqliteEventStore::open(&path).await.expect("open");
+    let earlier = event(100);
+    store
+        .append(
+            "commissions-top",
+            ExpectedRevision::Any,
+            vec![earlier.clone()],
+        )
+        .await
+        .expect("setup");
+    let commits = store.writer_stats().commits;
+    let repeated = event(7);
+    let appends = (0..40)
+        .map(|n| (format!("commissions-d{}", n % 5), vec![event(n)]))
+        .chain([
+            // The same append twice in one batch, and a repeat of a stored one.
+            ("commissions-top".to_owned(), vec![repeated.clone()]),
+            ("commissions-top".to_owned(), vec![repeated.clone()]),
+            ("commissions-top".to_owned(), vec![earlier.clone()]),
+        ])
+        .collect::<Vec<_>>();
+    let results = join_all(
+        appends
+            .iter()
+            .map(|(stream, events)| store.append(stream, ExpectedRevision::Any, events.clone())),
+    )
+    .await;
+    assert_eq!(store.writer_stats().commits - commits, 1, "one batch");
+    let results: Vec<_> = results.into_iter().map(|r| r.expect("append")).collect();
+    assert_eq!(
+        results[40], results[41],
+        "a repeat in the batch is the same append"
+    );
+    assert_eq!(
+        results[42].position, 1,
+        "a repeat of a stored append answers it"
+    );
+    let all = store
+        .read_all(AllStart::Start, &StreamFilter::all(), 100)
+        .await
+        .expect("read");
+    assert_eq!(
+        all.len(),
+        42,
+        "40 postings, one of the repeated pair, the setup"
+    );
+    for ((stream, events), result) in appends.iter().zip(&results).take(41) {
+        let stored = all
+            .iter()
+            .find(|e| e.position == result.position)
+            .expect("an event at the answered position");
+        assert_eq!((&stored.stream_id, stored.id), (stream, events[0].id));
+        assert_eq!(stored.revision, result.next_expected_revision);
+    }
+    store.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn a_category_read_returns_what_a_name_scan_returns() {
+    let (_dir, path) = temp_store_path();
+    let store = SqliteEventStore::open(&path).await.expect("open");
+    for (n, stream) in [
+        "order-a",
+        "commissions-x",
+        "order-b",
+        "orderly",
+        "distributor-3",
+        "distributor-31",
+        "order-a",
+    ]
+    .iter()
+    .enumerate()
+    {
+        store
+            .append(stream, ExpectedRevision::Any, vec![event(n)])
+            .await
+            .expect("append");
+    }
+    let streams = |prefixes: &[&str]| {
+        let filter = StreamFilter {
+            stream_prefixes: prefixes.iter().map(|p| p.to_string()).collect(),
+        };
+        let store = &store;
+        async move {
+            let read = store
+                .read_all(AllStart::Start, &filter, 100)
+                .await
+                .expect("read");
+            let positions: Vec<u64> = read.iter().map(|e| e.position).collect();
+            let mut sorted = positions.clone();
+            sorted.sort_unstable();
+            assert_eq!(positions, sorted, "in position order");
+            read.into_iter().map(|e| e.stream_id).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        streams(&["order-"]).await,
+        ["order-a", "order-b", "order-a"]
+    );
+    assert_eq!(
+        streams(&["ord"]).await,
+        ["order-a", "order-b", "orderly", "order-a"]
+    );
+    assert_eq!(
+        streams(&["distributor-3"]).await,
+        ["distributor-3", "distributor-31"]
+    );
+    assert_eq!(
+        streams(&["order-", "commissions-", "order-b"]).await,
+        ["order-a", "commissions-x", "order-b", "order-a"],
+        "overlapping prefixes return an event once"
+    );
+    // Paging: a page is the first `count` of the union, in position order.
+    let filter = StreamFilter {
+        stream_prefixes: vec!["order-".into(), "distributor-".into()],
+    };
+    let page = store
+        .read_all(AllStart::After(1), &filter, 2)
+        .await
+        .expect("page");
+    let positions: Vec<u64> = page.iter().map(|e| e.position).collect();
+    assert_eq!(positions, [3, 5]);
+    store.close().await.expect("close");
+}
+
 #[tokio::test]
 async fn appends_are_durable_without_close() {
     let (_dir, path) = temp_store_path();

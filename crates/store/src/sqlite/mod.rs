@@ -255,6 +255,7 @@ impl EventStore for SqliteEventStore {
         let (reply, answer) = oneshot::channel();
         let request = WriteRequest {
             stream: stream.to_owned(),
+            category: crate::types::stream_category(stream).to_owned(),
             expected,
             events,
             bytes,

@@ -75,27 +75,58 @@ impl Reader {
         let Ok(after) = i64::try_from(after) else {
             return Ok(Vec::new());
         };
-        let mut sql = format!("SELECT {COLUMNS} FROM events WHERE position > ?1");
-        if !filter.stream_prefixes.is_empty() {
-            // substr/length count characters on TEXT, consistently.
-            let terms: Vec<String> = (0..filter.stream_prefixes.len())
-                .map(|index| {
-                    let parameter = index + 3;
-                    format!("substr(stream_id, 1, length(?{parameter})) = ?{parameter}")
-                })
-                .collect();
-            sql.push_str(" AND (");
-            sql.push_str(&terms.join(" OR "));
-            sql.push(')');
-        }
-        sql.push_str(" ORDER BY position LIMIT ?2");
+        let sql = read_all_sql(&filter.stream_prefixes);
         let mut query = sqlx::query(&sql).bind(after).bind(limit(max_count));
         for prefix in &filter.stream_prefixes {
-            query = query.bind(prefix.as_str());
+            query = query
+                .bind(prefix.as_str())
+                .bind(crate::types::stream_category(prefix));
         }
         let rows = query.fetch_all(&self.pool).await?;
         rows.iter().map(decode).collect()
     }
+}
+
+/// The `read_all` query for these prefixes. Parameters: ?1 the position to
+/// read after, ?2 the count; then per prefix i (from 0) ?(3 + 2i) the prefix
+/// and ?(4 + 2i) its category.
+///
+/// A prefix that contains a `-` names its category (`"order-"`, or
+/// `"distributor-3"` within `distributor`), so its rows are read through the
+/// (category, position) index: each prefix reads at most `count` rows in
+/// position order, and the union of them is cut to the first `count`. Cost:
+/// what is returned, never the events in between. A prefix without a `-`
+/// (`"ord"`) could span categories and is compared row by row.
+fn read_all_sql(prefixes: &[String]) -> String {
+    if prefixes.is_empty() {
+        return format!(
+            "SELECT {COLUMNS} FROM events WHERE position > ?1 ORDER BY position LIMIT ?2"
+        );
+    }
+    let parts: Vec<String> = prefixes
+        .iter()
+        .enumerate()
+        .map(|(i, prefix)| {
+            let (p, c) = (3 + 2 * i, 4 + 2 * i);
+            // substr/length count characters on TEXT, consistently.
+            let name = format!("substr(stream_id, 1, length(?{p})) = ?{p}");
+            let condition = if prefix.contains('-') {
+                if prefix.ends_with('-') && prefix.matches('-').count() == 1 {
+                    format!("category = ?{c}")
+                } else {
+                    format!("category = ?{c} AND {name}")
+                }
+            } else {
+                format!("?{c} IS NOT NULL AND {name}")
+            };
+            format!(
+                "SELECT {COLUMNS} FROM (SELECT {COLUMNS} FROM events \
+                 WHERE {condition} AND position > ?1 ORDER BY position LIMIT ?2)"
+            )
+        })
+        .collect();
+    // UNION, not UNION ALL: overlapping prefixes return an event once.
+    format!("{} ORDER BY position LIMIT ?2", parts.join(" UNION "))
 }
 
 fn limit(max_count: usize) -> i64 {

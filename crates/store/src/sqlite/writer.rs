@@ -7,17 +7,25 @@
 //! new head position and then answers every request.
 //!
 //! The writer looks up the current revision of every stream of the batch in
-//! one query and keeps it up to date as it inserts, so expected-revision
-//! checks happen *before* inserting: a request with a wrong expectation is
-//! answered with an error and never touches the other requests of its batch.
-//! A writing request costs one multi-row `INSERT`.
+//! one query, and which `Any` appends repeat an event id already stored in
+//! one more, and keeps the revisions up to date as it decides, so
+//! expected-revision checks happen *before* inserting: a request with a wrong
+//! expectation is answered with an error and never touches the other requests
+//! of its batch. The rows of every writing request of the batch then go in one
+//! multi-row `INSERT` (a few, past SQLite's bound-parameter limit): a batch
+//! costs a handful of statements however many streams it touches, which is
+//! what lets the commission postings of many orders (one small append per
+//! beneficiary) share a commit cheaply. Only the rare paths (a retried append,
+//! a conflict) look at stored rows one request at a time, after writing what
+//! was decided before them.
 //!
-//! Should the database still refuse a request (a CHECK constraint, an I/O
-//! error), the transaction is rolled back, that request is answered with the
-//! error, and the batch is redone without it: bounded, since each retry
-//! removes a request, and nothing is committed until all of a batch is decided.
+//! Should the database still refuse the grouped rows (a CHECK constraint, an
+//! I/O error), the transaction is rolled back and the batch is redone one
+//! `INSERT` per request; a request refused then is answered with the error,
+//! and the batch is redone without it: bounded, since each retry removes a
+//! request, and nothing is committed until all of a batch is decided.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -31,9 +39,13 @@ use crate::limits::MAX_EVENTS_PER_APPEND;
 use crate::types::{AppendResult, ExpectedRevision};
 
 /// Bound parameters per inserted row.
-const COLUMNS_PER_ROW: usize = 7;
-// A full-size append must fit SQLite's 32 766 bound parameters per statement.
-const _: () = assert!(MAX_EVENTS_PER_APPEND * COLUMNS_PER_ROW <= 32_766);
+const COLUMNS_PER_ROW: usize = 8;
+/// SQLite's limit of bound parameters per statement.
+const MAX_BOUND_PARAMETERS: usize = 32_766;
+// A full-size append must fit one statement.
+const _: () = assert!(MAX_EVENTS_PER_APPEND * COLUMNS_PER_ROW <= MAX_BOUND_PARAMETERS);
+/// Rows per grouped `INSERT` statement.
+const ROWS_PER_INSERT: usize = MAX_BOUND_PARAMETERS / COLUMNS_PER_ROW;
 
 /// Most append requests committed in one transaction. Bounds the latency a
 /// batch adds to its first request and the work lost to a failed COMMIT.
@@ -63,6 +75,9 @@ pub(crate) struct PreparedEvent {
 #[derive(Debug)]
 pub(crate) struct WriteRequest {
     pub(crate) stream: String,
+    /// The stream's category (`crate::types::stream_category`), stored in its
+    /// own indexed column so a read filtered by category costs what it returns.
+    pub(crate) category: String,
     pub(crate) expected: ExpectedRevision,
     /// Never empty (checked by validation).
     pub(crate) events: Vec<PreparedEvent>,
@@ -98,6 +113,9 @@ enum BatchFailure {
     Request { index: usize, error: StoreError },
     /// The transaction itself failed (BEGIN, COMMIT): every request fails.
     Batch(StoreError),
+    /// The grouped rows were refused: redo the batch one request at a time to
+    /// find the request at fault.
+    Grouped(StoreError),
 }
 
 /// Per-request outcome inside a batch.
@@ -155,9 +173,11 @@ impl Writer {
 
     async fn commit_batch(&mut self, mut batch: Vec<WriteRequest>) {
         let recorded_at = format_timestamp(Utc::now());
-        // Each failed attempt removes one request: at most `batch.len()` rounds.
+        let mut grouped = true;
+        // Each failed attempt removes one request or stops grouping: at most
+        // `batch.len() + 1` rounds.
         loop {
-            let failure = match self.write_batch(&batch, &recorded_at).await {
+            let failure = match self.write_batch(&batch, &recorded_at, grouped).await {
                 Ok(outcomes) => return self.finish(batch, outcomes),
                 Err(failure) => failure,
             };
@@ -166,6 +186,10 @@ impl Writer {
                 tracing::debug!(%error, "rollback after a failed batch");
             }
             match failure {
+                BatchFailure::Grouped(error) => {
+                    tracing::debug!(%error, "grouped rows refused; redoing the batch one request at a time");
+                    grouped = false;
+                }
                 BatchFailure::Request { index, error } => {
                     tracing::warn!(%error, "event store refused one append of a batch");
                     let request = batch.remove(index);
@@ -221,10 +245,14 @@ impl Writer {
     }
 
     /// One transaction for the whole batch; on `Err` the caller rolls back.
+    /// `grouped`: the rows of all writing requests go in one `INSERT` (see the
+    /// module's header); otherwise one `INSERT` per request, which names the
+    /// request the database refuses.
     async fn write_batch(
         &mut self,
         batch: &[WriteRequest],
         recorded_at: &str,
+        grouped: bool,
     ) -> Result<Vec<Outcome>, BatchFailure> {
         sqlx::query("BEGIN IMMEDIATE")
             .execute(&mut self.conn)
@@ -234,33 +262,197 @@ impl Writer {
             .current_revisions(batch)
             .await
             .map_err(BatchFailure::Batch)?;
-        let mut outcomes = Vec::with_capacity(batch.len());
+        let repeats = if grouped {
+            self.repeated_first_ids(batch, &revisions)
+                .await
+                .map_err(BatchFailure::Batch)?
+        } else {
+            HashSet::new()
+        };
+        let mut pending = Pending::default();
+        let mut outcomes: Vec<Option<Outcome>> = batch.iter().map(|_| None).collect();
         for (index, request) in batch.iter().enumerate() {
             let current = revisions.get(&request.stream).copied().flatten();
             let failed = |error| BatchFailure::Request { index, error };
-            let outcome = match self.decide(request, current).await.map_err(failed)? {
-                Decision::AlreadyWritten(result) => Outcome::Existing(result),
-                Decision::Reject { actual } => Outcome::Failed(StoreError::WrongExpectedRevision {
-                    stream: request.stream.clone(),
-                    expected: request.expected,
-                    actual,
-                }),
-                Decision::Write { first_revision } => {
-                    let result = self
-                        .insert(request, first_revision, recorded_at)
+            let quick = if grouped {
+                quick_decision(request, current, repeats.contains(&index), &pending)
+            } else {
+                None
+            };
+            let decision = match quick {
+                Some(decision) => decision,
+                None => {
+                    // The rare paths read stored rows: write what was decided
+                    // before this request first, so they see it.
+                    self.flush(batch, &mut pending, &mut outcomes, recorded_at)
                         .await
-                        .map_err(failed)?;
-                    revisions.insert(request.stream.clone(), Some(result.next_expected_revision));
-                    Outcome::Written(result)
+                        .map_err(BatchFailure::Grouped)?;
+                    self.decide(request, current).await.map_err(failed)?
                 }
             };
-            outcomes.push(outcome);
+            match decision {
+                Decision::AlreadyWritten(result) => {
+                    outcomes[index] = Some(Outcome::Existing(result))
+                }
+                Decision::Reject { actual } => {
+                    outcomes[index] = Some(Outcome::Failed(StoreError::WrongExpectedRevision {
+                        stream: request.stream.clone(),
+                        expected: request.expected,
+                        actual,
+                    }))
+                }
+                Decision::Write { first_revision } => {
+                    let last = last_revision(request, first_revision).map_err(failed)?;
+                    revisions.insert(request.stream.clone(), Some(last));
+                    if grouped {
+                        pending.add(index, request, first_revision);
+                    } else {
+                        let result = self
+                            .insert(request, first_revision, recorded_at)
+                            .await
+                            .map_err(failed)?;
+                        outcomes[index] = Some(Outcome::Written(result));
+                    }
+                }
+            }
         }
+        self.flush(batch, &mut pending, &mut outcomes, recorded_at)
+            .await
+            .map_err(BatchFailure::Grouped)?;
         sqlx::query("COMMIT")
             .execute(&mut self.conn)
             .await
             .map_err(|error| BatchFailure::Batch(error.into()))?;
-        Ok(outcomes)
+        outcomes
+            .into_iter()
+            .map(|outcome| {
+                outcome.ok_or_else(|| {
+                    BatchFailure::Batch(StoreError::database(
+                        "a request of the batch was not decided",
+                    ))
+                })
+            })
+            .collect()
+    }
+
+    /// The requests of the batch (by index) whose first event id is already
+    /// stored in their stream: `Any` retries, which must be checked against
+    /// the stored rows. One query for the whole batch.
+    async fn repeated_first_ids(
+        &mut self,
+        batch: &[WriteRequest],
+        revisions: &HashMap<String, Option<u64>>,
+    ) -> Result<HashSet<usize>, StoreError> {
+        let candidates: Vec<(usize, &str, &str)> = batch
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| {
+                matches!(
+                    r.expected,
+                    ExpectedRevision::Any | ExpectedRevision::StreamExists
+                ) && revisions.get(&r.stream).copied().flatten().is_some()
+            })
+            .filter_map(|(i, r)| {
+                r.events
+                    .first()
+                    .map(|e| (i, r.stream.as_str(), e.id.as_str()))
+            })
+            .collect();
+        if candidates.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let candidates = serde_json::to_string(&candidates).map_err(StoreError::database)?;
+        let rows: Vec<i64> = sqlx::query_scalar(
+            // INDEXED BY: see `revision_of`.
+            "SELECT json_extract(c.value, '$[0]') FROM json_each(?1) AS c \
+             WHERE EXISTS (SELECT 1 FROM events INDEXED BY events_event_id \
+                           WHERE event_id = json_extract(c.value, '$[2]') \
+                             AND stream_id = json_extract(c.value, '$[1]'))",
+        )
+        .bind(candidates)
+        .fetch_all(&mut self.conn)
+        .await?;
+        rows.into_iter()
+            .map(|index| {
+                usize::try_from(index).map_err(|_| StoreError::database("bad request index"))
+            })
+            .collect()
+    }
+
+    /// Inserts the pending rows, in order, in as few statements as the
+    /// parameter limit allows, and records each request's result.
+    async fn flush(
+        &mut self,
+        batch: &[WriteRequest],
+        pending: &mut Pending,
+        outcomes: &mut [Option<Outcome>],
+        recorded_at: &str,
+    ) -> Result<(), StoreError> {
+        if pending.writes.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<NewRow<'_>> = pending
+            .writes
+            .iter()
+            .flat_map(|&(index, first)| {
+                let request = &batch[index];
+                request
+                    .events
+                    .iter()
+                    .zip(first..)
+                    .map(move |(event, revision)| NewRow {
+                        request,
+                        event,
+                        revision,
+                    })
+            })
+            .collect();
+        // Positions come in commit order from AUTOINCREMENT, consecutive
+        // within the transaction: a chunk's rows are `last - len + 1 ..= last`.
+        let mut positions = Vec::with_capacity(rows.len());
+        for chunk in rows.chunks(ROWS_PER_INSERT) {
+            let last = insert_rows(&mut self.conn, chunk, recorded_at).await?;
+            let len = chunk.len() as u64;
+            let first = last
+                .checked_sub(len - 1)
+                .ok_or_else(|| StoreError::database("position underflow"))?;
+            positions.extend(first..=last);
+        }
+        self.check_first_position(&rows[0], positions[0]).await?;
+        let mut next = 0;
+        for &(index, first_revision) in &pending.writes {
+            let request = &batch[index];
+            next += request.events.len();
+            outcomes[index] = Some(Outcome::Written(AppendResult {
+                next_expected_revision: last_revision(request, first_revision)?,
+                position: positions[next - 1],
+            }));
+        }
+        pending.clear();
+        Ok(())
+    }
+
+    /// An assertion on the position arithmetic above: the first row written
+    /// is where it was computed to be.
+    async fn check_first_position(
+        &mut self,
+        row: &NewRow<'_>,
+        position: u64,
+    ) -> Result<(), StoreError> {
+        let stored: Option<i64> = sqlx::query_scalar(
+            "SELECT position FROM events WHERE stream_id = ?1 AND revision = ?2",
+        )
+        .bind(row.request.stream.as_str())
+        .bind(to_sql(row.revision)?)
+        .fetch_optional(&mut self.conn)
+        .await?;
+        if stored.map(|p| from_sql(p, "position")).transpose()? != Some(position) {
+            return Err(StoreError::database(format!(
+                "grouped insert: {}@{} is at position {stored:?}, not {position}",
+                row.request.stream, row.revision
+            )));
+        }
+        Ok(())
     }
 
     /// Last revision of every stream of the batch, in one query (an index
@@ -299,33 +491,21 @@ impl Writer {
         first_revision: u64,
         recorded_at: &str,
     ) -> Result<AppendResult, StoreError> {
-        let count = request.events.len() as u64;
-        let last_revision = first_revision
-            .checked_add(count.saturating_sub(1))
-            .ok_or_else(|| StoreError::database("revision overflow"))?;
-        let first = to_sql(first_revision)?;
-        to_sql(last_revision)?;
-        let mut insert = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO events \
-             (stream_id, revision, event_id, event_type, data, metadata, recorded_at) ",
-        );
-        insert.push_values(
-            request.events.iter().zip(first..),
-            |mut row, (event, revision)| {
-                row.push_bind(request.stream.as_str())
-                    .push_bind(revision)
-                    .push_bind(event.id.as_str())
-                    .push_bind(event.event_type.as_str())
-                    .push_bind(event.data.as_str())
-                    .push_bind(event.metadata.as_deref())
-                    .push_bind(recorded_at);
-            },
-        );
-        let done = insert.build().execute(&mut self.conn).await?;
+        let last_revision = last_revision(request, first_revision)?;
+        let rows: Vec<NewRow<'_>> = request
+            .events
+            .iter()
+            .zip(first_revision..)
+            .map(|(event, revision)| NewRow {
+                request,
+                event,
+                revision,
+            })
+            .collect();
+        let position = insert_rows(&mut self.conn, &rows, recorded_at).await?;
         Ok(AppendResult {
             next_expected_revision: last_revision,
-            // The rowid of the last row of a multi-row INSERT.
-            position: from_sql(done.last_insert_rowid(), "position")?,
+            position,
         })
     }
 
@@ -452,6 +632,112 @@ impl Writer {
             position: from_sql(position, "position")?,
         }))
     }
+}
+
+/// One event row to insert.
+struct NewRow<'a> {
+    request: &'a WriteRequest,
+    event: &'a PreparedEvent,
+    revision: u64,
+}
+
+/// The writing requests of a batch decided but not yet inserted, and their
+/// (stream, event id) pairs, so a later request repeating one is recognised.
+#[derive(Default)]
+struct Pending {
+    /// (request index, first revision), in decision order.
+    writes: Vec<(usize, u64)>,
+    ids: HashSet<(String, String)>,
+}
+
+impl Pending {
+    fn add(&mut self, index: usize, request: &WriteRequest, first_revision: u64) {
+        self.writes.push((index, first_revision));
+        for event in &request.events {
+            self.ids.insert((request.stream.clone(), event.id.clone()));
+        }
+    }
+
+    fn holds(&self, stream: &str, event_id: &str) -> bool {
+        self.ids.contains(&(stream.to_owned(), event_id.to_owned()))
+    }
+
+    fn clear(&mut self) {
+        self.writes.clear();
+        self.ids.clear();
+    }
+}
+
+/// The decision that needs no stored row: a new append at the expected
+/// revision, or an `Any` append whose first id is stored nowhere in its
+/// stream. `None`: a retry or a conflict, decided against the stored rows.
+fn quick_decision(
+    request: &WriteRequest,
+    current: Option<u64>,
+    first_id_stored: bool,
+    pending: &Pending,
+) -> Option<Decision> {
+    let first_id = request.events.first()?.id.as_str();
+    match request.expected {
+        ExpectedRevision::Any | ExpectedRevision::StreamExists => match current {
+            None if request.expected == ExpectedRevision::Any => {
+                Some(Decision::Write { first_revision: 0 })
+            }
+            None => Some(Decision::Reject { actual: None }),
+            Some(_) if first_id_stored || pending.holds(&request.stream, first_id) => None,
+            Some(current) => Some(Decision::Write {
+                first_revision: current.checked_add(1)?,
+            }),
+        },
+        ExpectedRevision::NoStream => current
+            .is_none()
+            .then_some(Decision::Write { first_revision: 0 }),
+        ExpectedRevision::Exact(revision) => (current == Some(revision))
+            .then(|| revision.checked_add(1))
+            .flatten()
+            .map(|first_revision| Decision::Write { first_revision }),
+    }
+}
+
+fn last_revision(request: &WriteRequest, first_revision: u64) -> Result<u64, StoreError> {
+    let count = request.events.len() as u64;
+    let last = first_revision
+        .checked_add(count.saturating_sub(1))
+        .ok_or_else(|| StoreError::database("revision overflow"))?;
+    to_sql(first_revision)?;
+    to_sql(last)?;
+    Ok(last)
+}
+
+/// One multi-row INSERT of `rows` (at most [`ROWS_PER_INSERT`]); the
+/// position of the last row.
+async fn insert_rows(
+    conn: &mut SqliteConnection,
+    rows: &[NewRow<'_>],
+    recorded_at: &str,
+) -> Result<u64, StoreError> {
+    debug_assert!(!rows.is_empty() && rows.len() <= ROWS_PER_INSERT);
+    let mut insert = QueryBuilder::<Sqlite>::new(
+        "INSERT INTO events \
+         (stream_id, category, revision, event_id, event_type, data, metadata, recorded_at) ",
+    );
+    let mut revisions = Vec::with_capacity(rows.len());
+    for row in rows {
+        revisions.push(to_sql(row.revision)?);
+    }
+    insert.push_values(rows.iter().zip(revisions), |mut b, (row, revision)| {
+        b.push_bind(row.request.stream.as_str())
+            .push_bind(row.request.category.as_str())
+            .push_bind(revision)
+            .push_bind(row.event.id.as_str())
+            .push_bind(row.event.event_type.as_str())
+            .push_bind(row.event.data.as_str())
+            .push_bind(row.event.metadata.as_deref())
+            .push_bind(recorded_at);
+    });
+    let done = insert.build().execute(conn).await?;
+    // The rowid of the last row of a multi-row INSERT.
+    from_sql(done.last_insert_rowid(), "position")
 }
 
 /// RFC 3339 UTC with exactly microsecond precision: sorts as text, and the
