@@ -3,6 +3,7 @@
 //! start the same server in-process.
 
 pub mod admin;
+pub mod bench;
 pub mod config;
 pub mod demo;
 pub mod explain;

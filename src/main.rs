@@ -97,6 +97,13 @@ enum Command {
         #[command(subcommand)]
         command: QuarantineCommand,
     },
+    /// The pipeline benchmark: seeds a generated company, serves it from this binary as a
+    /// separate process, offers it signed webhooks open-loop at a ladder of rates next to a bare
+    /// HMAC handler, and prints the SLA table.
+    Bench {
+        #[command(flatten)]
+        args: upline::bench::BenchArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -363,6 +370,10 @@ fn run(cli: Cli) -> Result<String> {
         Command::Demo { data_dir } => {
             init_logs(false, "warn");
             runtime()?.block_on(demo::run(data_dir))
+        }
+        Command::Bench { args } => {
+            let launch = upline::bench::Launch::current_exe()?;
+            runtime()?.block_on(upline::bench::run(&args, &launch))
         }
     }
 }
