@@ -326,7 +326,7 @@ impl Audit {
     }
 }
 
-/// Per order: calculations, recalculations, refunds, and what each beneficiary holds now.
+/// Per order: calculations, refunds, and what each beneficiary (by id) holds now.
 #[derive(Default)]
 struct OrderRecord {
     calculated: u32,
@@ -423,7 +423,7 @@ async fn order_records(events: &mut SqliteConnection) -> Result<HashMap<String, 
         if let Some(payouts) = payouts {
             record.holdings = payouts
                 .iter()
-                .map(|p| (upline_app::streams::distributor(&p.beneficiary), p.amount))
+                .map(|p| (p.beneficiary.to_string(), p.amount))
                 .collect();
         }
     }
@@ -439,7 +439,7 @@ async fn recalculations(events: &mut SqliteConnection) -> Result<u64> {
     Ok(u64::try_from(n).unwrap_or(0))
 }
 
-/// Every posting: counts repeats and returns the net posted per (beneficiary stream, order).
+/// Every posting: counts repeats and returns the net posted per (beneficiary id, order).
 async fn postings(
     events: &mut SqliteConnection,
     audit: &mut Audit,
@@ -461,13 +461,23 @@ async fn postings(
             PostingEvent::CommissionReversed { source, amount, .. } => (source, -amount, false),
         };
         audit.postings += 1;
-        let key = (stream.clone(), source.order_stream.clone());
+        let key = (
+            beneficiary(&stream).to_string(),
+            source.order_stream.clone(),
+        );
         if !seen.insert((stream, source.order_stream, source.order_revision, earned)) {
             audit.postings_repeated += 1;
         }
         *net.entry(key).or_default() += signed;
     }
     Ok(net)
+}
+
+/// The beneficiary of a posting stream: its name after the category (`distributor-11043`,
+/// or `commissions-11043` where postings have a category of their own), so that the audit
+/// does not depend on which one the server uses.
+fn beneficiary(stream: &str) -> &str {
+    stream.split_once('-').map_or(stream, |(_, id)| id)
 }
 
 /// Pairs where what was posted differs from what the order's last outcome says is held.

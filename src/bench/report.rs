@@ -13,9 +13,12 @@ use super::records::{Audit, Emit, Reconciliation};
 use super::{Drain, Settings};
 
 /// A step's backlog is bounded when, at the end of sending, less than one second's worth of
-/// requests is waiting (due and unanswered, or in the inbox), and over the last third of the
-/// step it grew by less than this share of the rate per second.
+/// requests is waiting (due and unanswered, or in the inbox), and it is not growing: over the
+/// last third of the step it grew by less than this share of the rate per second, or it ended
+/// under `NEGLIGIBLE_BACKLOG_SECONDS` worth of requests (where a slope is only noise: a few
+/// requests in flight more or less).
 const BOUNDED_SLOPE_SHARE: f64 = 0.02;
+const NEGLIGIBLE_BACKLOG_SECONDS: f64 = 0.1;
 
 /// Latency percentiles, milliseconds (nearest rank).
 #[derive(Debug, Clone, Serialize)]
@@ -84,9 +87,9 @@ impl Answers {
         let send_delay = Percentiles::of(run.answers.iter().map(|a| ms(a.send_delay)).collect());
         let (end, max, slope) = backlog_trend(&run.samples, settings.seconds);
         let rate_f = f64::from(rate);
-        let bounded = run.aborted_at.is_none()
-            && (end as f64) < rate_f
-            && slope < BOUNDED_SLOPE_SHARE * rate_f;
+        let growing = slope >= BOUNDED_SLOPE_SHARE * rate_f
+            && end as f64 >= NEGLIGIBLE_BACKLOG_SECONDS * rate_f;
+        let bounded = run.aborted_at.is_none() && (end as f64) < rate_f && !growing;
         Answers {
             sent: run.sent,
             statuses,
