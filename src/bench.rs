@@ -58,7 +58,7 @@ pub struct BenchArgs {
     /// SKUs in the generated catalog [default: 20; quick: 5].
     #[arg(long)]
     pub skus: Option<usize>,
-    /// Requests in flight at most, over as many keep-alive connections [default: 64].
+    /// Requests in flight at most, over as many keep-alive connections [default: 64; quick: 16].
     #[arg(long)]
     pub concurrency: Option<usize>,
     /// Where to write the JSON report [default: target/bench-pipeline.json; quick:
