@@ -6,7 +6,7 @@
 //! <= 500 ms, 100 % idempotent". Each scenario sends signed Shopify `orders/paid` deliveries for
 //! distinct orders attributed to ABC123 (distributor 11043) from C concurrent clients, re-sending
 //! every tenth one with the same event id right after its answer. A subscriber on the
-//! `distributor-` streams timestamps each `CommissionEarned` when it is first seen, so the emit
+//! `commissions-` streams timestamps each `CommissionEarned` when it is first seen, so the emit
 //! latency of an order is "first seen" minus "200 answered". Between scenarios the server is
 //! drained (`wait_idle`), so each scenario starts idle. The bursts (C = 1, 8, 32, each client
 //! sending as soon as its last delivery is answered) arrive faster than one worker processes
@@ -45,7 +45,7 @@ use upline_store::{AllStart, StreamFilter};
 const SHOP: &str = "demo-store.myshopify.com";
 const SECRET: &str = "ingest-load-shopify-secret";
 /// ABC123 is 11043's referral code in examples/network.json: the level-1 beneficiary.
-const LEVEL_ONE: &str = "distributor-11043";
+const LEVEL_ONE: &str = "commissions-11043";
 /// Every this many deliveries, one is sent again with the same event id (10 %).
 const DUPLICATE_EVERY: usize = 10;
 /// SLA floor of the source article.
@@ -162,7 +162,7 @@ async fn deliver(
 /// When each (distributor stream, order stream) posting was first seen.
 type Seen = Arc<Mutex<HashMap<(String, String), Instant>>>;
 
-/// Follows the `distributor-` streams and timestamps every `CommissionEarned` as it appears.
+/// Follows the `commissions-` streams and timestamps every `CommissionEarned` as it appears.
 fn spawn_watcher(
     server: &RunningServer,
     mut stop: watch::Receiver<bool>,
@@ -174,7 +174,7 @@ fn spawn_watcher(
     let seen: Seen = Arc::default();
     let (position, position_rx) = watch::channel(0u64);
     let filter = StreamFilter {
-        stream_prefixes: vec![streams::DISTRIBUTOR_PREFIX.into()],
+        stream_prefixes: vec![streams::COMMISSIONS_PREFIX.into()],
     };
     let mut events = server.services.store.subscribe_all(AllStart::Start, filter);
     let task = tokio::spawn({
@@ -206,10 +206,10 @@ fn spawn_watcher(
     (seen, position_rx, task)
 }
 
-/// Waits until the watcher has seen every `distributor-` event in the store.
+/// Waits until the watcher has seen every `commissions-` event in the store.
 async fn watcher_caught_up(server: &RunningServer, position: &watch::Receiver<u64>) -> Result<()> {
     let filter = StreamFilter {
-        stream_prefixes: vec![streams::DISTRIBUTOR_PREFIX.into()],
+        stream_prefixes: vec![streams::COMMISSIONS_PREFIX.into()],
     };
     let deadline = Instant::now() + CATCH_UP_TIMEOUT;
     loop {
@@ -425,7 +425,7 @@ async fn audit(server: &RunningServer, orders_sent: &BTreeSet<String>) -> Result
                 *calculations.entry(r.stream_id.clone()).or_default() += 1;
                 for p in &outcome.payouts {
                     *expected
-                        .entry((streams::distributor(&p.beneficiary), r.stream_id.clone()))
+                        .entry((streams::commissions(&p.beneficiary), r.stream_id.clone()))
                         .or_default() += 1;
                 }
             }
@@ -436,7 +436,7 @@ async fn audit(server: &RunningServer, orders_sent: &BTreeSet<String>) -> Result
     // What the ledger holds.
     let mut posted: BTreeMap<(String, String), usize> = BTreeMap::new();
     let mut reversals = 0;
-    for r in read_everything(server, streams::DISTRIBUTOR_PREFIX).await? {
+    for r in read_everything(server, streams::COMMISSIONS_PREFIX).await? {
         if r.event_type != PostingEvent::EARNED && r.event_type != PostingEvent::REVERSED {
             continue;
         }

@@ -677,7 +677,7 @@ async fn report(server: &RunningServer, client: &Client, out: &mut String) -> Re
         .read_all(
             AllStart::Start,
             &StreamFilter {
-                stream_prefixes: vec![streams::DISTRIBUTOR_PREFIX.into()],
+                stream_prefixes: vec![streams::COMMISSIONS_PREFIX.into()],
             },
             10_000,
         )
@@ -747,7 +747,7 @@ async fn report(server: &RunningServer, client: &Client, out: &mut String) -> Re
         let mut expected: BTreeMap<String, Decimal> = state
             .holdings
             .iter()
-            .map(|(k, v)| (streams::distributor(k), *v))
+            .map(|(k, v)| (streams::commissions(k), *v))
             .collect();
         for ((distributor, order), amount) in &posted {
             if order == stream {
@@ -767,7 +767,7 @@ async fn report(server: &RunningServer, client: &Client, out: &mut String) -> Re
     let beneficiaries: std::collections::BTreeSet<String> = posted
         .keys()
         .map(|(d, _)| {
-            d.trim_start_matches(streams::DISTRIBUTOR_PREFIX)
+            d.trim_start_matches(streams::COMMISSIONS_PREFIX)
                 .to_string()
         })
         .collect();

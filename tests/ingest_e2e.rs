@@ -148,7 +148,7 @@ impl Harness {
     /// Each distributor's balance from the postings: earned minus reversed.
     async fn ledger(&self) -> BTreeMap<String, Decimal> {
         let filter = StreamFilter {
-            stream_prefixes: vec!["distributor-".into()],
+            stream_prefixes: vec!["commissions-".into()],
         };
         let events = self
             .server
@@ -276,7 +276,7 @@ async fn each_platforms_documented_payloads_reach_their_order_streams() {
     let seed = h.events("order-shopify-erp.example-587364120").await;
     assert_eq!(seed, ["OrderPlaced", "OrderPaid", "CommissionCalculated"]);
     // The kit's CV is 50.00; 11043 is level 1 on the starter-kit class (5 %).
-    assert_eq!(h.ledger().await["distributor-11043"], Decimal::new(250, 2));
+    assert_eq!(h.ledger().await["commissions-11043"], Decimal::new(250, 2));
     h.server.stop().await.unwrap();
 }
 
@@ -317,7 +317,7 @@ async fn a_hundred_concurrent_copies_of_one_delivery_record_one_set_of_events() 
         ["OrderPlaced", "OrderPaid", "CommissionCalculated"]
     );
     let earned = h
-        .events("distributor-11043")
+        .events("commissions-11043")
         .await
         .into_iter()
         .filter(|t| t == PostingEvent::EARNED)
@@ -353,7 +353,7 @@ async fn the_same_facts_in_any_order_give_the_same_ledger() {
         h.server.stop().await.unwrap();
     }
     // Two of three supplements kept: 10 % of 39.60 for 11043.
-    assert_eq!(ledgers[0]["distributor-11043"], Decimal::new(396, 2));
+    assert_eq!(ledgers[0]["commissions-11043"], Decimal::new(396, 2));
     assert_eq!(ledgers[1], ledgers[0]);
     assert_eq!(ledgers[2], ledgers[0]);
 }
@@ -404,7 +404,7 @@ async fn a_reposted_unpaid_body_under_paid_or_cancelled_topics_posts_no_commissi
     let ledger = h.ledger().await;
     assert!(
         ledger
-            .get("distributor-11043")
+            .get("commissions-11043")
             .is_some_and(|b| *b > Decimal::ZERO),
         "the real payment pays: {ledger:?}"
     );
@@ -436,7 +436,7 @@ async fn a_test_order_earns_nothing_unless_the_shop_says_test_orders_earn() {
     let ledger = earning.ledger().await;
     assert!(
         ledger
-            .get("distributor-11043")
+            .get("commissions-11043")
             .is_some_and(|b| *b > Decimal::ZERO),
         "{ledger:?}"
     );

@@ -475,7 +475,7 @@ async fn an_unreadable_order_event_is_quarantined_shown_and_retried_while_others
         .text()
         .await
         .unwrap();
-    let posted = stream_events_of(&server, "distributor-11043").await;
+    let posted = stream_events_of(&server, "commissions-11043").await;
     server.stop().await.unwrap();
 
     // Then the good order is posted, and /readyz and /metrics name the held event

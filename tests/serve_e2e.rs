@@ -166,7 +166,7 @@ fn a_delivery_accepted_before_a_kill_is_processed_once_after_the_restart() {
         read_stream(&data, stream).len() >= 3
     });
     wait_for("the postings", Duration::from_secs(20), || {
-        read_stream(&data, "distributor-11043")
+        read_stream(&data, "commissions-11043")
             .iter()
             .any(|t| t == "CommissionEarned")
     });
@@ -180,7 +180,7 @@ fn a_delivery_accepted_before_a_kill_is_processed_once_after_the_restart() {
         read_stream(&data, stream),
         ["OrderPlaced", "OrderPaid", "CommissionCalculated"]
     );
-    let earned: Vec<_> = read_stream(&data, "distributor-11043")
+    let earned: Vec<_> = read_stream(&data, "commissions-11043")
         .into_iter()
         .filter(|t| t == "CommissionEarned")
         .collect();

@@ -2,7 +2,7 @@
 //!
 //! GetDistributor reads the in-memory company model (refreshed from the store first) and the
 //! API's own directory; GetOrder and ListParked read the event store; WatchLedger follows the
-//! commission postings on the `distributor-` streams (live, without waiting for the ledger
+//! commission postings on the `commissions-` streams (live, without waiting for the ledger
 //! projection). The ledger, reconciliation and BI methods read the projections' read store
 //! (`read_side`).
 
@@ -291,8 +291,8 @@ impl QueryService for Queries {
             None => head(store.as_ref()).await.map_err(store_error)?,
         };
         let filter = StreamFilter::prefix(match &only {
-            Some(d) => streams::distributor(d),
-            None => streams::DISTRIBUTOR_PREFIX.to_string(),
+            Some(d) => streams::commissions(d),
+            None => streams::COMMISSIONS_PREFIX.to_string(),
         });
         let mut stopping = self.inner.stopping.subscribe();
         let stopped = async move {
@@ -314,7 +314,7 @@ impl QueryService for Queries {
     }
 }
 
-/// A commission posting as a ledger entry; `None` for the other events of distributor streams
+/// A commission posting as a ledger entry; `None` for any other event of a commissions stream
 /// (and, with a prefix filter, for another distributor whose id starts with the same text).
 fn ledger_entry(
     recorded: &RecordedEvent,
@@ -326,7 +326,7 @@ fn ledger_entry(
     }
     let distributor = recorded
         .stream_id
-        .strip_prefix(streams::DISTRIBUTOR_PREFIX)
+        .strip_prefix(streams::COMMISSIONS_PREFIX)
         .unwrap_or_default()
         .to_string();
     if only.is_some_and(|d| d.as_str() != distributor) {

@@ -21,7 +21,7 @@ use upline_store::{AllStart, EventStore, ExpectedRevision, StreamFilter};
 
 use crate::error::AppError;
 use crate::eventio::{decode_recorded, event_data, Provenance};
-use crate::records::{CustomerEvent, PlanEvent, PostingEvent};
+use crate::records::{CustomerEvent, PlanEvent};
 use crate::streams;
 
 /// Events read per page while loading the company (the store's read limit is 10,000).
@@ -115,8 +115,8 @@ impl CompanyModel {
         let events = self.state.read().await.company.network.decide(command)?;
         for event in &events {
             let stream = streams::distributor(distributor_of(event));
-            // The lock above is the concurrency guard for network rules; `Any` because the same
-            // stream also receives commission postings, which never conflict with these.
+            // The lock above is the concurrency guard for network rules; `Any` because another
+            // process (an operator's import) may append to the same stream.
             let data = event_data(&stream, "network", event, provenance)?;
             self.store
                 .append(&stream, ExpectedRevision::Any, vec![data])
@@ -256,11 +256,6 @@ fn apply_recorded(
 ) -> Result<(), AppError> {
     let stream = recorded.stream_id.as_str();
     if stream.starts_with(streams::DISTRIBUTOR_PREFIX) {
-        if recorded.event_type == PostingEvent::EARNED
-            || recorded.event_type == PostingEvent::REVERSED
-        {
-            return Ok(());
-        }
         let event: DistributorEvent = decode_recorded(recorded)?;
         state.company.network.apply(&event)?;
     } else if stream.starts_with(streams::SKU_PREFIX) {

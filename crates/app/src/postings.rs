@@ -1,6 +1,6 @@
 //! The commission-posting process manager: every commission change recorded on an order stream
 //! becomes a `CommissionEarned` or `CommissionReversed` event on the beneficiary's
-//! `distributor-{id}` stream, exactly once.
+//! `commissions-{id}` stream, exactly once.
 //!
 //! It follows `$all` (order streams only) from a checkpoint kept in the store. A posting's id is
 //! derived from the order event it comes from, so if the process dies after posting to some
@@ -284,7 +284,7 @@ impl CommissionPostings {
         };
         let key = format!("{}@{}", recorded.stream_id, recorded.revision);
         let appends = postings.into_iter().map(|(beneficiary, posting)| {
-            let stream = streams::distributor(&beneficiary);
+            let stream = streams::commissions(&beneficiary);
             let (key, provenance) = (&key, &provenance);
             async move {
                 let data = event_data(&stream, key, &posting, provenance)?;

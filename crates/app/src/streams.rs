@@ -3,7 +3,8 @@
 //! | stream | holds |
 //! |---|---|
 //! | `order-{platform}-{shop}-{order id}` | the order aggregate's events |
-//! | `distributor-{id}` | the distributor's registration and changes, then their commission postings |
+//! | `distributor-{id}` | the distributor's registration and changes (sponsor, status, rank) |
+//! | `commissions-{id}` | the distributor's commission postings (earned, reversed), one per order event that changed them |
 //! | `sku-{platform}-{platform sku}` | the SKU's mapping versions |
 //! | `plan-{version}` | the published plan document |
 //! | `customer-{platform}-{shop}-{customer id}` | who the customer is enrolled with |
@@ -16,6 +17,9 @@ use upline_domain::order::OrderKey;
 
 pub const ORDER_PREFIX: &str = "order-";
 pub const DISTRIBUTOR_PREFIX: &str = "distributor-";
+/// Commission postings have their own category, so that the company model, which follows the
+/// network, never reads them, and the ledger reads only them.
+pub const COMMISSIONS_PREFIX: &str = "commissions-";
 pub const SKU_PREFIX: &str = "sku-";
 pub const PLAN_PREFIX: &str = "plan-";
 pub const CUSTOMER_PREFIX: &str = "customer-";
@@ -28,6 +32,11 @@ pub fn order(key: &OrderKey) -> String {
 
 pub fn distributor(id: &DistributorId) -> String {
     format!("{DISTRIBUTOR_PREFIX}{id}")
+}
+
+/// Where a beneficiary's commission postings go.
+pub fn commissions(id: &DistributorId) -> String {
+    format!("{COMMISSIONS_PREFIX}{id}")
 }
 
 pub fn sku(platform: Platform, platform_sku: &str) -> String {

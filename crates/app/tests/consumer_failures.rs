@@ -73,7 +73,7 @@ fn an_event_that_reads_back_is_prepared_as_before() {
         level: Some(1),
         plan_version: "v1".into(),
     };
-    let data = event_data("distributor-d3", "order-x@1", &event, &cmd()).unwrap();
+    let data = event_data("commissions-d3", "order-x@1", &event, &cmd()).unwrap();
     assert_eq!(data.event_type, "CommissionEarned");
 }
 
@@ -102,7 +102,7 @@ async fn append_raw(store: &Arc<dyn EventStore>, order_id: &str, event_type: &st
 async fn posted_orders(store: &Arc<dyn EventStore>, distributor: &str) -> Vec<String> {
     let events = store
         .read_stream(
-            &format!("distributor-{distributor}"),
+            &format!("commissions-{distributor}"),
             Direction::Forwards,
             StreamStart::Start,
             1_000,
@@ -138,7 +138,7 @@ async fn an_unreadable_commission_event_is_held_and_later_orders_are_posted() {
 
     // Then the good order is posted and the bad event is held with its reason
     let (balance, _) = ledger(&store).await;
-    assert_eq!(balance["distributor-d3"], dec!(10.00));
+    assert_eq!(balance["commissions-d3"], dec!(10.00));
     let held = postings.held().await.unwrap();
     assert_eq!(held.len(), 1, "{held:?}");
     assert_eq!(held[0].position, bad);
@@ -196,7 +196,7 @@ async fn a_posting_refused_permanently_is_held_and_posted_once_after_the_fix() {
         max: 10,
         actual: 11,
     };
-    store.fail_appends("distributor-d3", u32::MAX, limit);
+    store.fail_appends("commissions-d3", u32::MAX, limit);
     paid_order(&app, "1001", "CODE3").await;
     app.handle_update(&fact("1001", refund("r1", dec!(1))), &cmd(), "test")
         .await
@@ -228,8 +228,8 @@ async fn a_posting_refused_permanently_is_held_and_posted_once_after_the_fix() {
     assert!(postings.held().await.unwrap().is_empty());
     let (balance, count) = ledger(&real).await;
     // 10.00 earned on 1001, 5.00 reversed by refunding one of two units.
-    assert_eq!(balance["distributor-d3"], dec!(5.00));
-    assert_eq!(count["distributor-d3"], 2);
+    assert_eq!(balance["commissions-d3"], dec!(5.00));
+    assert_eq!(count["commissions-d3"], 2);
 
     // When the same held item is retried again, or everything is reprocessed from 0
     assert!(matches!(
@@ -260,7 +260,7 @@ async fn a_transient_store_failure_is_retried_and_nothing_is_held() {
         .unwrap()
         .position;
     let store = FailingStore::over(real.clone());
-    store.fail_appends("distributor-", 3, outage());
+    store.fail_appends("commissions-", 3, outage());
 
     // When the postings run
     let postings = Arc::new(
@@ -285,7 +285,7 @@ async fn a_transient_store_failure_is_retried_and_nothing_is_held() {
     // Then every failure was retried, every beneficiary is posted once, and nothing is held
     assert!(store.failed() >= 3, "{}", store.failed());
     let (balance, count) = ledger(&real).await;
-    assert_eq!(balance["distributor-d3"], dec!(10.00));
+    assert_eq!(balance["commissions-d3"], dec!(10.00));
     assert!(count.values().all(|n| *n == 1), "{count:?}");
     assert!(postings.held().await.unwrap().is_empty());
 }

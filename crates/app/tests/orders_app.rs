@@ -47,10 +47,10 @@ async fn a_paid_order_is_calculated_and_posted_once_per_beneficiary() {
     postings.catch_up().await.unwrap();
     let (balance, count) = ledger(&store).await;
     // Retail on a 100.00 net: d3 10 %, d2 5 %, d1 4 %, top 3 %.
-    assert_eq!(balance["distributor-d3"], dec!(10.00));
-    assert_eq!(balance["distributor-d2"], dec!(5.00));
-    assert_eq!(balance["distributor-d1"], dec!(4.00));
-    assert_eq!(balance["distributor-top"], dec!(3.00));
+    assert_eq!(balance["commissions-d3"], dec!(10.00));
+    assert_eq!(balance["commissions-d2"], dec!(5.00));
+    assert_eq!(balance["commissions-d1"], dec!(4.00));
+    assert_eq!(balance["commissions-top"], dec!(3.00));
     assert!(count.values().all(|n| *n == 1), "{count:?}");
 }
 
@@ -130,7 +130,7 @@ async fn postings_resume_after_a_stop_between_the_order_append_and_the_postings(
     let postings = CommissionPostings::open(store.clone()).await.unwrap();
     postings.catch_up().await.unwrap();
     let (balance, count) = ledger(&store).await;
-    assert_eq!(balance["distributor-d3"], dec!(10.00));
+    assert_eq!(balance["commissions-d3"], dec!(10.00));
     assert!(count.values().all(|n| *n == 1));
 
     // Now a stop after the postings but before the checkpoint: the checkpoint falls back to 0
@@ -181,7 +181,7 @@ async fn facts_in_any_order_give_the_same_ledger() {
         ledgers.push(ledger(&store).await.0);
     }
     // Half the order was refunded: d3 holds 5 % of 100.00 after netting.
-    assert_eq!(ledgers[0]["distributor-d3"], dec!(5.00));
+    assert_eq!(ledgers[0]["commissions-d3"], dec!(5.00));
     for l in &ledgers[1..] {
         assert_eq!(l, &ledgers[0]);
     }
@@ -237,7 +237,7 @@ async fn an_unmapped_sku_parks_and_a_retry_uses_the_hierarchy_at_the_order_time(
         .catch_up()
         .await
         .unwrap();
-    assert_eq!(ledger(&store).await.0["distributor-d3"], dec!(10.00));
+    assert_eq!(ledger(&store).await.0["commissions-d3"], dec!(10.00));
 }
 
 #[tokio::test]

@@ -51,7 +51,6 @@
 use chrono::{DateTime, Utc};
 use sqlx::any::AnyRow;
 use sqlx::Row;
-use upline_app::records::PostingEvent;
 use upline_app::streams::DISTRIBUTOR_PREFIX;
 use upline_domain::network::DistributorEvent;
 use upline_store::RecordedEvent;
@@ -142,9 +141,6 @@ impl Projection for HierarchyProjection {
         generation: u32,
         event: &RecordedEvent,
     ) -> Result<(), ProjectionError> {
-        if event.event_type == PostingEvent::EARNED || event.event_type == PostingEvent::REVERSED {
-            return Ok(());
-        }
         if !matches!(
             event.event_type.as_str(),
             "DistributorRegistered" | "SponsorChanged" | "StatusChanged" | "RankChanged"

@@ -1,4 +1,4 @@
-//! The ledger: double entry, from the commission postings on `distributor-{id}` streams.
+//! The ledger: double entry, from the commission postings on `commissions-{id}` streams.
 //!
 //! Every `CommissionEarned` is a journal entry debiting `commission_expense` and crediting the
 //! distributor's payable account `payable:{distributor}`; every `CommissionReversed` is the
@@ -44,7 +44,7 @@ use rust_decimal::Decimal;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 use upline_app::records::PostingEvent;
-use upline_app::streams::DISTRIBUTOR_PREFIX;
+use upline_app::streams::COMMISSIONS_PREFIX;
 use upline_domain::money::Currency;
 use upline_store::RecordedEvent;
 
@@ -84,7 +84,7 @@ impl Projection for LedgerProjection {
     }
 
     fn stream_prefixes(&self) -> Vec<String> {
-        vec![DISTRIBUTOR_PREFIX.to_string()]
+        vec![COMMISSIONS_PREFIX.to_string()]
     }
 
     fn tables(&self) -> &'static [&'static str] {
@@ -156,9 +156,9 @@ impl Projection for LedgerProjection {
         };
         let distributor = event
             .stream_id
-            .strip_prefix(DISTRIBUTOR_PREFIX)
+            .strip_prefix(COMMISSIONS_PREFIX)
             .filter(|id| !id.is_empty())
-            .ok_or_else(|| invalid("not a distributor stream".into()))?;
+            .ok_or_else(|| invalid("not a commissions stream".into()))?;
         let posting: PostingEvent = upline_domain::events::decode(&event.event_type, &event.data)
             .map_err(|e| invalid(e.to_string()))?;
         let (kind, source, currency, amount, level, plan_version) = match posting {

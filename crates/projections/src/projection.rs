@@ -24,7 +24,7 @@ use crate::sql::Tx;
 pub trait Projection: Send + Sync {
     /// Stable name: the checkpoint key, and used in `upline projections rebuild NAME`.
     fn name(&self) -> &'static str;
-    /// The streams it reads (prefixes), e.g. ["order-", "distributor-", "parked-"].
+    /// The streams it reads (prefixes), e.g. ["order-", "commissions-", "parked-"].
     fn stream_prefixes(&self) -> Vec<String>;
     /// Its tables, by logical name. Queries go through views of these names; a rebuild writes
     /// fresh physical tables and swaps the views (see below).

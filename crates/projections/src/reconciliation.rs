@@ -2,7 +2,7 @@
 //! came in, what it was worth, what commissions it should have paid and what was posted.
 //!
 //! It reads the order streams (`order-`), the parked updates (`parked-`) and the commission
-//! postings on `distributor-` streams (attributed to their order through
+//! postings on `commissions-` streams (attributed to their order through
 //! `PostingSource::order_stream`). For each order it keeps what it has learnt (its details,
 //! payment, refunds, cancellation, parking, the recorded calculation inputs, the latest recorded
 //! outcome and the postings) and derives three amounts per beneficiary:
@@ -95,7 +95,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
 use sqlx::Row;
 use upline_app::records::{ParkingEvent, PostingEvent};
-use upline_app::streams::{DISTRIBUTOR_PREFIX, ORDER_PREFIX, PARKED_PREFIX};
+use upline_app::streams::{COMMISSIONS_PREFIX, ORDER_PREFIX, PARKED_PREFIX};
 use upline_domain::engine;
 use upline_domain::ids::RefundId;
 use upline_domain::net::NetLine;
@@ -685,7 +685,7 @@ impl Projection for ReconciliationProjection {
         vec![
             ORDER_PREFIX.to_string(),
             PARKED_PREFIX.to_string(),
-            DISTRIBUTOR_PREFIX.to_string(),
+            COMMISSIONS_PREFIX.to_string(),
         ]
     }
 
@@ -885,7 +885,7 @@ fn decode(event: &RecordedEvent) -> Result<Option<(String, Fact)>, ProjectionErr
             };
         return Ok(Some((order_stream.to_string(), fact)));
     }
-    if let Some(beneficiary) = stream.strip_prefix(DISTRIBUTOR_PREFIX) {
+    if let Some(beneficiary) = stream.strip_prefix(COMMISSIONS_PREFIX) {
         if event.event_type != PostingEvent::EARNED && event.event_type != PostingEvent::REVERSED {
             return Ok(None);
         }

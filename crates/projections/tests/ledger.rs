@@ -139,7 +139,7 @@ async fn a_crash_before_the_checkpoint_never_counts_twice() {
             let pending = store
                 .read_all(
                     upline_store::AllStart::After(checkpoint),
-                    &upline_store::StreamFilter::prefix("distributor-"),
+                    &upline_store::StreamFilter::prefix("commissions-"),
                     1_000,
                 )
                 .await
@@ -331,7 +331,7 @@ async fn an_amount_with_more_than_six_decimals_is_held_and_the_ledger_goes_on() 
             runner.catch_up().await.unwrap();
             let held = runner.held().await.unwrap();
             assert!(held[0].reason.contains("more than 6 decimals"), "{held:?}");
-            assert_eq!(held[0].stream, "distributor-d1");
+            assert_eq!(held[0].stream, "commissions-d1");
             // d1's later postings wait behind it; every other posting is applied.
             assert_eq!(held.len(), 1 + behind, "{}: {held:?}", target.label);
             let applied = total - held.len();

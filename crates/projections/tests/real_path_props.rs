@@ -393,12 +393,10 @@ fn decodes(r: &RecordedEvent) -> Result<(), String> {
     let stream = r.stream_id.as_str();
     let decoded = if stream.starts_with("order-") {
         decode_recorded::<OrderEvent>(r).map(drop)
+    } else if stream.starts_with("commissions-") {
+        decode_recorded::<PostingEvent>(r).map(drop)
     } else if stream.starts_with("distributor-") {
-        if r.event_type == PostingEvent::EARNED || r.event_type == PostingEvent::REVERSED {
-            decode_recorded::<PostingEvent>(r).map(drop)
-        } else {
-            decode_recorded::<DistributorEvent>(r).map(drop)
-        }
+        decode_recorded::<DistributorEvent>(r).map(drop)
     } else if stream.starts_with("sku-") {
         decode_recorded::<CatalogEvent>(r).map(drop)
     } else if stream.starts_with("plan-") {

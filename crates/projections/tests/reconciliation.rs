@@ -268,7 +268,7 @@ async fn a_missing_or_duplicated_posting_is_a_difference_naming_the_order() {
         assert_eq!(differences(&read).await, declared_only(), "{label}");
 
         // A bogus extra copy of d3's posting for 1001 (a new event id).
-        let d3 = "distributor-d3";
+        let d3 = "commissions-d3";
         let recorded = w
             .store
             .read_stream(d3, Direction::Forwards, StreamStart::Start, 1_000)

@@ -391,7 +391,7 @@ async fn an_unreadable_posting_is_held_with_its_stream_and_everything_else_appli
         let junk =
             EventData::json("CommissionEarned", &serde_json::json!({"amount": "x"})).unwrap();
         let bad = store
-            .append("distributor-d3", ExpectedRevision::Any, vec![junk])
+            .append("commissions-d3", ExpectedRevision::Any, vec![junk])
             .await
             .unwrap()
             .position;
@@ -408,13 +408,13 @@ async fn an_unreadable_posting_is_held_with_its_stream_and_everything_else_appli
         let held = runner.held().await.unwrap();
         assert_eq!(held[0].position, bad, "{}: {held:?}", target.label);
         assert_eq!(held[0].consumer, "ledger");
-        assert_eq!(held[0].stream, "distributor-d3");
+        assert_eq!(held[0].stream, "commissions-d3");
         assert!(held[0].behind.is_none());
         let behind: Vec<_> = later.iter().filter(|p| p.distributor == "d3").collect();
         assert_eq!(held.len(), 1 + behind.len(), "{held:?}");
         assert!(held[1..]
             .iter()
-            .all(|h| h.behind == Some(bad) && h.stream == "distributor-d3"));
+            .all(|h| h.behind == Some(bad) && h.stream == "commissions-d3"));
         let applied: Vec<Posting> = first
             .iter()
             .chain(later.iter().filter(|p| p.distributor != "d3"))
@@ -447,7 +447,7 @@ async fn a_held_event_retried_after_the_fix_applies_once_in_order() {
         let store = event_store(dir.path()).await;
         let all = postings(0, 40);
         append(&store, &all).await;
-        let refused = position_of(&store, "distributor-d5", 1).await;
+        let refused = position_of(&store, "commissions-d5", 1).await;
         let ledger = Arc::new(RefusingLedger {
             refuse: Mutex::new(Some(refused)),
         });

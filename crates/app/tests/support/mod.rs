@@ -158,7 +158,7 @@ pub async fn ledger(
     store: &Arc<dyn EventStore>,
 ) -> (BTreeMap<String, Decimal>, BTreeMap<String, usize>) {
     let filter = StreamFilter {
-        stream_prefixes: vec![streams::DISTRIBUTOR_PREFIX.into()],
+        stream_prefixes: vec![streams::COMMISSIONS_PREFIX.into()],
     };
     let events = store
         .read_all(AllStart::Start, &filter, 10_000)

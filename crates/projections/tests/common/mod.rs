@@ -155,7 +155,7 @@ pub async fn event_store(dir: &Path) -> Arc<dyn EventStore> {
     )
 }
 
-/// A posting to append: on `distributor-{distributor}`.
+/// A posting to append: on `commissions-{distributor}`.
 #[derive(Debug, Clone)]
 pub struct Posting {
     pub distributor: String,
@@ -226,7 +226,7 @@ pub fn postings(first: u64, count: u64) -> Vec<Posting> {
 pub async fn append(store: &Arc<dyn EventStore>, postings: &[Posting]) {
     let provenance = Provenance::command("test");
     for (i, posting) in postings.iter().enumerate() {
-        let stream = format!("distributor-{}", posting.distributor);
+        let stream = format!("commissions-{}", posting.distributor);
         // A deterministic id: registering again (another call) writes nothing.
         let registered = DistributorEvent::DistributorRegistered {
             distributor_id: DistributorId::new(&posting.distributor).unwrap(),
