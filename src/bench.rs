@@ -416,6 +416,20 @@ async fn ladder(
 ) -> Result<Report> {
     let base = format!("http://{}", server.addr);
     let probe = Arc::new(ServerProbe::new(&base, files, server.pid)?);
+    // The projections first read the seeded company (the hierarchy of every distributor):
+    // that is start-up work, not the pipeline's, so the first step waits for it, and the
+    // disk it takes counts as seeding.
+    let settled = drain(&probe, files, START_TIMEOUT).await?;
+    anyhow::ensure!(
+        settled.complete,
+        "serve did not catch up with the seeded company in {:.0} s",
+        settled.seconds
+    );
+    progress(&format!(
+        "projections caught up with the seeded company in {:.1} s",
+        settled.seconds
+    ));
+    let disk_seeded = disk_seeded.max(files.disk_bytes());
     let mut report = Report::new(settings, disk_seeded);
     let mut sent = Sent::default();
     for &rate in &settings.rates {

@@ -815,8 +815,12 @@ impl Projection for ReconciliationProjection {
             ),
         };
 
-        learn(&mut book, fact);
-        book.recompute();
+        // What each beneficiary should hold follows from the order's own facts only: a posting
+        // (most of the events read here) changes what was posted, never what is expected, so
+        // the engine runs again only when the order's facts changed.
+        if learn(&mut book, fact) == Changes::Expected {
+            book.recompute();
+        }
         let derived = Derived::of(&stream, &book);
         let new = daily_contribution(&book, &derived)?;
 
@@ -924,7 +928,20 @@ fn decode(event: &RecordedEvent) -> Result<Option<(String, Fact)>, ProjectionErr
 }
 
 /// Folds one fact into the order's book.
-fn learn(book: &mut OrderBook, fact: Fact) {
+/// What a fact can change in an [`OrderBook`].
+#[derive(Debug, PartialEq, Eq)]
+enum Changes {
+    /// The order's facts: what is expected must be recomputed.
+    Expected,
+    /// Only what was posted, parked or unreadable.
+    Other,
+}
+
+fn learn(book: &mut OrderBook, fact: Fact) -> Changes {
+    let changes = match &fact {
+        Fact::Order(_) => Changes::Expected,
+        Fact::Parking(_) | Fact::Unreadable { .. } | Fact::Posting { .. } => Changes::Other,
+    };
     match fact {
         Fact::Order(e) => match *e {
             OrderEvent::OrderPlaced { details, net_lines }
@@ -992,6 +1009,7 @@ fn learn(book: &mut OrderBook, fact: Fact) {
             }
         }
     }
+    changes
 }
 
 fn payouts_of(outcome: &engine::CommissionOutcome) -> BTreeMap<String, Decimal> {

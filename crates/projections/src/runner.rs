@@ -40,7 +40,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use futures::FutureExt;
 use sqlx::{Acquire, Row};
 use tokio::sync::watch;
 use upline_app::consumer::{count_retry, pause_unless_shutdown, ConsumerHealth, RetryPolicy};
@@ -56,6 +55,10 @@ use crate::store::{affected, ReadStore};
 
 /// Events applied per transaction (and read per page).
 pub const DEFAULT_PAGE_SIZE: usize = 500;
+/// How long a live projection waits after an event for more to commit with it. Bounds its
+/// commits (and fsyncs) to one per linger per projection at any rate, for at most this much
+/// lag (the target is a lag p99 under a second).
+pub const LIVE_BATCH_LINGER: std::time::Duration = std::time::Duration::from_millis(20);
 /// Events read per page while looking for the head.
 const HEAD_SCAN_PAGE: usize = 1_000;
 /// While catching up, the head is looked for at most this many pages ahead (so a projection
@@ -785,14 +788,17 @@ impl ProjectionRunner {
                         let Some(first) = next else { break };
                         let mut batch = vec![first?];
                         let mut failure: Option<StoreError> = None;
+                        // What arrives within the linger joins the batch: one commit (one
+                        // fsync) per linger at most, whatever the rate, for that much lag.
+                        let deadline = tokio::time::Instant::now() + LIVE_BATCH_LINGER;
                         while batch.len() < self.page_size {
-                            match events.next().now_or_never() {
-                                Some(Some(Ok(event))) => batch.push(event),
-                                Some(Some(Err(error))) => {
+                            match tokio::time::timeout_at(deadline, events.next()).await {
+                                Ok(Some(Ok(event))) => batch.push(event),
+                                Ok(Some(Err(error))) => {
                                     failure = Some(error);
                                     break;
                                 }
-                                _ => break,
+                                Ok(None) | Err(_) => break,
                             }
                         }
                         let (last_position, last_at) = match batch.last() {
