@@ -208,6 +208,40 @@ async fn a_grouped_batch_answers_where_each_append_was_stored() {
     store.close().await.expect("close");
 }
 
+// Current-thread runtime: one batch. The conflict in the middle makes the
+// writer insert what it decided before it; the repeat after it must still be
+// recognised as the first append, not written again.
+#[tokio::test]
+async fn a_repeat_after_a_conflict_in_the_same_batch_writes_nothing() {
+    let (_dir, path) = temp_store_path();
+    let store = SqliteEventStore::open(&path).await.expect("open");
+    for stream in ["s", "t"] {
+        store
+            .append(stream, ExpectedRevision::NoStream, vec![event(0)])
+            .await
+            .expect("setup");
+    }
+    let commits = store.writer_stats().commits;
+    let x = event(1);
+    let (first, conflict, repeat) = tokio::join!(
+        store.append("s", ExpectedRevision::Any, vec![x.clone()]),
+        store.append("t", ExpectedRevision::Exact(7), vec![event(2)]),
+        store.append("s", ExpectedRevision::Any, vec![x.clone()]),
+    );
+    assert_eq!(store.writer_stats().commits - commits, 1, "one batch");
+    assert!(matches!(
+        conflict,
+        Err(StoreError::WrongExpectedRevision { .. })
+    ));
+    assert_eq!(repeat.expect("repeat"), first.expect("first"));
+    let s = store
+        .read_stream("s", Direction::Forwards, StreamStart::Start, 10)
+        .await
+        .expect("read");
+    assert_eq!(s.len(), 2, "the setup and one copy of the append");
+    store.close().await.expect("close");
+}
+
 #[tokio::test]
 async fn a_category_read_returns_what_a_name_scan_returns() {
     let (_dir, path) = temp_store_path();

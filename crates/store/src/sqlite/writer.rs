@@ -641,12 +641,15 @@ struct NewRow<'a> {
     revision: u64,
 }
 
-/// The writing requests of a batch decided but not yet inserted, and their
-/// (stream, event id) pairs, so a later request repeating one is recognised.
+/// The writing requests of a batch decided but not yet inserted, and the
+/// (stream, event id) pairs of every request written in the batch so far
+/// (inserted or not), so a later request repeating one is recognised.
 #[derive(Default)]
 struct Pending {
     /// (request index, first revision), in decision order.
     writes: Vec<(usize, u64)>,
+    /// Kept across flushes: a repeat of an append flushed earlier in the batch
+    /// is invisible to the batch's first lookup.
     ids: HashSet<(String, String)>,
 }
 
@@ -662,9 +665,9 @@ impl Pending {
         self.ids.contains(&(stream.to_owned(), event_id.to_owned()))
     }
 
+    /// After a flush: the writes are stored; their ids stay known.
     fn clear(&mut self) {
         self.writes.clear();
-        self.ids.clear();
     }
 }
 
