@@ -297,6 +297,11 @@ async fn a_category_read_returns_what_a_name_scan_returns() {
         ["order-a", "commissions-x", "order-b", "order-a"],
         "overlapping prefixes return an event once"
     );
+    assert_eq!(
+        streams(&["order-", "order-"]).await,
+        ["order-a", "order-b", "order-a"],
+        "a category named twice returns an event once"
+    );
     // Paging: a page is the first `count` of the union, in position order.
     let filter = StreamFilter {
         stream_prefixes: vec!["order-".into(), "distributor-".into()],

@@ -111,7 +111,7 @@ fn read_all_sql(prefixes: &[String]) -> String {
             // substr/length count characters on TEXT, consistently.
             let name = format!("substr(stream_id, 1, length(?{p})) = ?{p}");
             let condition = if prefix.contains('-') {
-                if prefix.ends_with('-') && prefix.matches('-').count() == 1 {
+                if is_whole_category(prefix) {
                     format!("category = ?{c}")
                 } else {
                     format!("category = ?{c} AND {name}")
@@ -125,8 +125,27 @@ fn read_all_sql(prefixes: &[String]) -> String {
             )
         })
         .collect();
-    // UNION, not UNION ALL: overlapping prefixes return an event once.
-    format!("{} ORDER BY position LIMIT ?2", parts.join(" UNION "))
+    // Distinct whole categories cannot share an event: UNION ALL, no dedup of
+    // whole rows. Otherwise (a prefix inside a category, or one without a
+    // `-`) prefixes may overlap, and UNION returns an event once.
+    let mut categories: Vec<&str> = prefixes
+        .iter()
+        .filter(|p| is_whole_category(p))
+        .map(|p| p.as_str())
+        .collect();
+    categories.sort_unstable();
+    categories.dedup();
+    let union = if categories.len() == prefixes.len() {
+        " UNION ALL "
+    } else {
+        " UNION "
+    };
+    format!("{} ORDER BY position LIMIT ?2", parts.join(union))
+}
+
+/// `"order-"`: exactly one category, every stream of it.
+fn is_whole_category(prefix: &str) -> bool {
+    prefix.ends_with('-') && prefix.matches('-').count() == 1
 }
 
 fn limit(max_count: usize) -> i64 {
