@@ -78,8 +78,8 @@ use upline_store::RecordedEvent;
 
 use crate::error::ProjectionError;
 use crate::projection::Projection;
-use crate::reconciliation::shared::{
-    self, add, day_of, e6_rounded, month_of, Aggregate, Contributions, Key,
+use crate::shared::{
+    self, add, add_change, books, day_of, e6_rounded, month_of, Aggregate, Contributions, Key,
 };
 use crate::sql::{
     day_from_sql, day_to_sql, e6_column, execute_all, position_to_sql, table, time_from_sql,
@@ -592,114 +592,158 @@ impl Projection for BiProjection {
         generation: u32,
         event: &RecordedEvent,
     ) -> Result<(), ProjectionError> {
-        let position = position_to_sql(event.position)?;
-        let stream = event.stream_id.as_str();
-        let (order_stream, fact) = if stream.starts_with(SKU_PREFIX) {
-            return apply_mapping(tx, generation, event, position).await;
-        } else if stream.starts_with(ORDER_PREFIX) {
-            match upline_domain::events::decode::<OrderEvent>(&event.event_type, &event.data) {
-                Ok(e) => (stream.to_string(), Fact::Order(Box::new(e))),
-                Err(e) => return skip(event, &e.to_string()),
-            }
-        } else if let Some(order_stream) = stream.strip_prefix(PARKED_PREFIX) {
-            match upline_domain::events::decode::<ParkingEvent>(&event.event_type, &event.data) {
-                Ok(e) => (order_stream.to_string(), Fact::Parking(Box::new(e))),
-                Err(e) => return skip(event, &e.to_string()),
-            }
-        } else {
-            return Ok(());
-        };
+        self.apply_all(tx, generation, &[event]).await
+    }
 
-        let state_table = table(STATE, generation);
-        let sql = format!("SELECT state, last_position FROM {state_table} WHERE order_stream = $1");
-        let row = sqlx::query(&sql)
-            .bind(order_stream.as_str())
-            .fetch_optional(&mut **tx)
-            .await?;
-        let (mut book, old) = match row {
-            Some(row) => {
-                if row.try_get::<i64, _>("last_position")? >= position {
-                    return Ok(());
+    /// Folds each order's events of the run into its book once and writes its rows once; a
+    /// SKU mapping is written where it comes in the run, after the orders before it, because
+    /// an order is classified with the mappings known when its details arrive.
+    async fn apply_all(
+        &self,
+        tx: &mut Tx<'_>,
+        generation: u32,
+        events: &[&RecordedEvent],
+    ) -> Result<(), ProjectionError> {
+        let mut facts = Vec::with_capacity(events.len());
+        for event in events {
+            let position = position_to_sql(event.position)?;
+            let stream = event.stream_id.as_str();
+            let (order_stream, fact) = if stream.starts_with(SKU_PREFIX) {
+                fold_orders(tx, generation, std::mem::take(&mut facts)).await?;
+                apply_mapping(tx, generation, event, position).await?;
+                continue;
+            } else if stream.starts_with(ORDER_PREFIX) {
+                match upline_domain::events::decode::<OrderEvent>(&event.event_type, &event.data) {
+                    Ok(e) => (stream.to_string(), Fact::Order(Box::new(e))),
+                    Err(e) => return skip(event, &e.to_string()),
                 }
-                let text: String = row.try_get("state")?;
-                let book: OrderBook = serde_json::from_str(&text).map_err(|e| {
-                    ProjectionError::Corrupt(format!("bi state of {order_stream}: {e}"))
-                })?;
+            } else if let Some(order_stream) = stream.strip_prefix(PARKED_PREFIX) {
+                match upline_domain::events::decode::<ParkingEvent>(&event.event_type, &event.data)
+                {
+                    Ok(e) => (order_stream.to_string(), Fact::Parking(Box::new(e))),
+                    Err(e) => return skip(event, &e.to_string()),
+                }
+            } else {
+                continue;
+            };
+            facts.push((order_stream, (position, event.recorded_at, fact)));
+        }
+        fold_orders(tx, generation, facts).await
+    }
+}
+
+/// An order event or parking of the run: (position, recorded at, what it says).
+type Learnt = (i64, DateTime<Utc>, Fact);
+
+/// Folds `facts` into their orders' books (each loaded and saved once) and writes the orders'
+/// rows and the aggregates' changes.
+async fn fold_orders(
+    tx: &mut Tx<'_>,
+    generation: u32,
+    facts: Vec<(String, Learnt)>,
+) -> Result<(), ProjectionError> {
+    if facts.is_empty() {
+        return Ok(());
+    }
+    let orders = books::by_order(facts);
+    let state_table = table(STATE, generation);
+    let streams: Vec<&str> = orders.iter().map(|(stream, _)| stream.as_str()).collect();
+    let mut stored = books::load(tx, &state_table, &streams).await?;
+    let mut changes = Parts::default();
+    let mut saved = Vec::with_capacity(orders.len());
+    for (stream, facts) in orders {
+        let Some(first) = facts.first() else { continue };
+        let (mut book, old, mut last) = match stored.remove(&stream) {
+            Some(row) => {
+                let book: OrderBook = serde_json::from_str(&row.state)
+                    .map_err(|e| ProjectionError::Corrupt(format!("bi state of {stream}: {e}")))?;
                 let old = contributions(&book)?;
-                (book, old)
+                (book, old, row.last_position)
             }
             None => (
                 OrderBook {
-                    first_day: day_of(event.recorded_at),
+                    first_day: day_of(first.1),
                     ..OrderBook::default()
                 },
                 Parts::default(),
+                i64::MIN,
             ),
         };
-
-        match fact {
-            Fact::Order(e) => learn_order(tx, generation, &mut book, *e).await?,
-            Fact::Parking(e) => match *e {
-                ParkingEvent::OrderParked { update, .. } => {
-                    book.parked = true;
-                    book.ever_parked = true;
-                    if book.details.is_none() {
-                        book.platform = Some(update.key.platform.as_str().to_string());
-                        book.shop = Some(update.key.shop.as_str().to_string());
-                        book.order_id = Some(update.key.order_id.as_str().to_string());
-                        book.parked_day = update.order.as_ref().map(|o| day_of(o.placed_at));
-                    }
-                }
-                ParkingEvent::ParkedRetryFailed { .. } => {}
-                ParkingEvent::ParkedOrderResolved { .. } => book.parked = false,
-            },
+        let mut learnt = false;
+        for (position, recorded_at, fact) in facts {
+            if position <= last {
+                continue; // applied before
+            }
+            match fact {
+                Fact::Order(e) => learn_order(tx, generation, &mut book, *e).await?,
+                Fact::Parking(e) => learn_parking(&mut book, *e),
+            }
+            book.last_recorded_at = Some(recorded_at);
+            learnt = true;
+            last = position;
         }
-        book.last_recorded_at = Some(event.recorded_at);
+        if !learnt {
+            continue;
+        }
         let new = contributions(&book)?;
-
+        add_change(&mut changes.sales, &old.sales, &new.sales)?;
+        add_change(
+            &mut changes.distributors,
+            &old.distributors,
+            &new.distributors,
+        )?;
+        add_change(&mut changes.commissions, &old.commissions, &new.commissions)?;
+        write_order(tx, generation, &stream, &book, last).await?;
         let text = serde_json::to_string(&book)
             .map_err(|e| ProjectionError::Corrupt(format!("bi state: {e}")))?;
-        let sql = format!(
-            "INSERT INTO {state_table} (order_stream, state, last_position) VALUES ($1, $2, $3) \
-             ON CONFLICT (order_stream) DO UPDATE SET state = excluded.state, \
-             last_position = excluded.last_position"
-        );
-        sqlx::query(&sql)
-            .bind(order_stream.as_str())
-            .bind(text)
-            .bind(position)
-            .execute(&mut **tx)
-            .await?;
-        write_order(tx, generation, &order_stream, &book, position).await?;
-        let (sales, distributors, commissions) = (
-            table(SALES, generation),
-            table(DISTRIBUTORS, generation),
-            table(COMMISSIONS, generation),
-        );
-        Aggregate {
-            table: &sales,
-            keys: SALES_KEYS,
-            values: SALES_VALUES,
-            presence: 0,
+        saved.push((stream, text, last));
+    }
+    books::save(tx, &state_table, &saved).await?;
+    let (sales, distributors, commissions) = (
+        table(SALES, generation),
+        table(DISTRIBUTORS, generation),
+        table(COMMISSIONS, generation),
+    );
+    Aggregate {
+        table: &sales,
+        keys: SALES_KEYS,
+        values: SALES_VALUES,
+        presence: 0,
+    }
+    .write(tx, &changes.sales)
+    .await?;
+    Aggregate {
+        table: &distributors,
+        keys: DISTRIBUTOR_KEYS,
+        values: DISTRIBUTOR_VALUES,
+        presence: 0,
+    }
+    .write(tx, &changes.distributors)
+    .await?;
+    Aggregate {
+        table: &commissions,
+        keys: COMMISSION_KEYS,
+        values: COMMISSION_VALUES,
+        presence: 0,
+    }
+    .write(tx, &changes.commissions)
+    .await
+}
+
+fn learn_parking(book: &mut OrderBook, event: ParkingEvent) {
+    match event {
+        ParkingEvent::OrderParked { update, .. } => {
+            book.parked = true;
+            book.ever_parked = true;
+            if book.details.is_none() {
+                book.platform = Some(update.key.platform.as_str().to_string());
+                book.shop = Some(update.key.shop.as_str().to_string());
+                book.order_id = Some(update.key.order_id.as_str().to_string());
+                book.parked_day = update.order.as_ref().map(|o| day_of(o.placed_at));
+            }
         }
-        .apply(tx, &old.sales, &new.sales)
-        .await?;
-        Aggregate {
-            table: &distributors,
-            keys: DISTRIBUTOR_KEYS,
-            values: DISTRIBUTOR_VALUES,
-            presence: 0,
-        }
-        .apply(tx, &old.distributors, &new.distributors)
-        .await?;
-        Aggregate {
-            table: &commissions,
-            keys: COMMISSION_KEYS,
-            values: COMMISSION_VALUES,
-            presence: 0,
-        }
-        .apply(tx, &old.commissions, &new.commissions)
-        .await
+        ParkingEvent::ParkedRetryFailed { .. } => {}
+        ParkingEvent::ParkedOrderResolved { .. } => book.parked = false,
     }
 }
 

@@ -39,6 +39,8 @@
 //! WHERE currency = 'USD' ORDER BY balance_e6 DESC LIMIT 10;
 //! ```
 
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use sqlx::any::AnyRow;
@@ -50,11 +52,12 @@ use upline_store::RecordedEvent;
 
 use crate::error::ProjectionError;
 use crate::projection::Projection;
+use crate::shared::{values_list, ROWS_PER_STATEMENT};
 use crate::sql::{
     from_e6_scaled, position_from_sql, position_to_sql, table, time_from_sql, time_to_sql, to_e6,
     Tx,
 };
-use crate::store::{affected, ReadStore};
+use crate::store::ReadStore;
 
 /// The projection's name (checkpoint key, `upline projections rebuild ledger`).
 pub const NAME: &str = "ledger";
@@ -144,8 +147,49 @@ impl Projection for LedgerProjection {
         generation: u32,
         event: &RecordedEvent,
     ) -> Result<(), ProjectionError> {
+        self.apply_all(tx, generation, &[event]).await
+    }
+
+    /// Writes the journal lines of the run's postings with a few multi-row inserts, then each
+    /// changed balance once.
+    async fn apply_all(
+        &self,
+        tx: &mut Tx<'_>,
+        generation: u32,
+        events: &[&RecordedEvent],
+    ) -> Result<(), ProjectionError> {
+        let mut entries = Vec::with_capacity(events.len());
+        for event in events {
+            if let Some(entry) = Entry::of(event)? {
+                entries.push(entry);
+            }
+        }
+        let booked = write_entries(tx, generation, &entries).await?;
+        write_balances(tx, generation, &booked).await
+    }
+}
+
+/// One posting as the ledger books it: a journal entry of two lines.
+struct Entry {
+    position: i64,
+    distributor: String,
+    currency: Currency,
+    /// `earned` or `reversed`.
+    kind: &'static str,
+    amount_e6: i64,
+    event_id: String,
+    order_stream: String,
+    order_revision: i64,
+    level: Option<i64>,
+    plan_version: String,
+    recorded_at: String,
+}
+
+impl Entry {
+    /// The entry of a posting event; `None` for other events of the commissions streams.
+    fn of(event: &RecordedEvent) -> Result<Option<Entry>, ProjectionError> {
         if event.event_type != PostingEvent::EARNED && event.event_type != PostingEvent::REVERSED {
-            return Ok(());
+            return Ok(None);
         }
         let invalid = |reason: String| ProjectionError::InvalidEvent {
             projection: NAME.to_string(),
@@ -179,111 +223,211 @@ impl Projection for LedgerProjection {
         if amount < Decimal::ZERO {
             return Err(invalid(format!("negative amount {amount}")));
         }
-        let amount_e6 = to_e6(amount).map_err(|e| invalid(e.to_string()))?;
-        let payable = payable_account(distributor);
-        let (debit_account, credit_account) = if kind == "earned" {
+        Ok(Some(Entry {
+            position: position_to_sql(event.position)?,
+            distributor: distributor.to_string(),
+            currency,
+            kind,
+            amount_e6: to_e6(amount).map_err(|e| invalid(e.to_string()))?,
+            event_id: event.id.to_string(),
+            order_stream: source.order_stream,
+            order_revision: position_to_sql(source.order_revision)?,
+            level: level.map(i64::from),
+            plan_version: plan_version.as_str().to_string(),
+            recorded_at: time_to_sql(event.recorded_at),
+        }))
+    }
+
+    /// (debit account, credit account).
+    fn accounts(&self) -> (String, String) {
+        let payable = payable_account(&self.distributor);
+        if self.kind == "earned" {
             (EXPENSE_ACCOUNT.to_string(), payable)
         } else {
             (payable, EXPENSE_ACCOUNT.to_string())
-        };
-        let position = position_to_sql(event.position)?;
-        let recorded_at = time_to_sql(event.recorded_at);
-        let order_revision = position_to_sql(source.order_revision)?;
-        let level = level.map(i64::from);
+        }
+    }
+}
 
-        let entries = table(ENTRIES, generation);
-        let insert = format!(
-            "INSERT INTO {entries} (entry_id, line, account, distributor_id, currency, debit_e6, \
-             credit_e6, kind, position, event_id, order_stream, order_revision, level, \
-             plan_version, recorded_at) VALUES \
-             ($1, 1, $2, $3, $4, $5, 0, $6, $7, $8, $9, $10, $11, $12, $13), \
-             ($14, 2, $15, $16, $17, 0, $18, $19, $20, $21, $22, $23, $24, $25, $26) \
-             ON CONFLICT (entry_id, line) DO NOTHING"
+/// Entries per insert: two rows of 14 parameters each.
+const ENTRIES_PER_STATEMENT: usize = 100;
+
+/// Inserts both lines of every entry (nothing for an entry written before) and returns the
+/// entries written now, which the balances must count.
+async fn write_entries<'e>(
+    tx: &mut Tx<'_>,
+    generation: u32,
+    entries: &'e [Entry],
+) -> Result<Vec<&'e Entry>, ProjectionError> {
+    let table_name = table(ENTRIES, generation);
+    let mut booked = Vec::with_capacity(entries.len());
+    for chunk in entries.chunks(ENTRIES_PER_STATEMENT) {
+        let sql = format!(
+            "INSERT INTO {table_name} (entry_id, line, account, distributor_id, currency, \
+             debit_e6, credit_e6, kind, position, event_id, order_stream, order_revision, level, \
+             plan_version, recorded_at) VALUES {} \
+             ON CONFLICT (entry_id, line) DO NOTHING RETURNING entry_id",
+            values_list(chunk.len() * 2, 15)
         );
-        let mut query = sqlx::query(&insert);
-        for (account, line_amount) in [(&debit_account, amount_e6), (&credit_account, amount_e6)] {
-            query = query
-                .bind(position)
-                .bind(account.as_str())
-                .bind(distributor)
-                .bind(currency.code())
-                .bind(line_amount)
-                .bind(kind)
-                .bind(position)
-                .bind(event.id.to_string())
-                .bind(source.order_stream.as_str())
-                .bind(order_revision)
-                .bind(level)
-                .bind(plan_version.as_str())
-                .bind(recorded_at.as_str());
+        let mut query = sqlx::query(&sql);
+        let accounts: Vec<(String, String)> = chunk.iter().map(Entry::accounts).collect();
+        for (entry, (debit, credit)) in chunk.iter().zip(&accounts) {
+            for (line, account, debit_e6, credit_e6) in [
+                (1_i64, debit, entry.amount_e6, 0_i64),
+                (2, credit, 0, entry.amount_e6),
+            ] {
+                query = query
+                    .bind(entry.position)
+                    .bind(line)
+                    .bind(account.as_str())
+                    .bind(entry.distributor.as_str())
+                    .bind(entry.currency.code())
+                    .bind(debit_e6)
+                    .bind(credit_e6)
+                    .bind(entry.kind)
+                    .bind(entry.position)
+                    .bind(entry.event_id.as_str())
+                    .bind(entry.order_stream.as_str())
+                    .bind(entry.order_revision)
+                    .bind(entry.level)
+                    .bind(entry.plan_version.as_str())
+                    .bind(entry.recorded_at.as_str());
+            }
         }
-        let written = affected(&query.execute(&mut **tx).await?);
-        if written == 0 {
-            // Applied before: the balance already counts it.
-            return Ok(());
+        let mut lines_written: HashMap<i64, u32> = HashMap::new();
+        for row in query.fetch_all(&mut **tx).await? {
+            *lines_written.entry(row.try_get("entry_id")?).or_default() += 1;
         }
-        if written != 2 {
-            return Err(ProjectionError::Corrupt(format!(
-                "entry {} had {} of its 2 lines already",
-                event.position,
-                2 - written
-            )));
+        for entry in chunk {
+            match lines_written.get(&entry.position).copied().unwrap_or(0) {
+                0 => {} // applied before: the balance already counts it
+                2 => booked.push(entry),
+                written => {
+                    return Err(ProjectionError::Corrupt(format!(
+                        "entry {} had {} of its 2 lines already",
+                        entry.position,
+                        2 - written
+                    )))
+                }
+            }
         }
+    }
+    Ok(booked)
+}
 
-        let balances = table(BALANCES, generation);
-        let current = sqlx::query(&format!(
-            "SELECT earned_e6, reversed_e6, paid_e6, entries FROM {balances} \
-             WHERE distributor_id = $1 AND currency = $2"
-        ))
-        .bind(distributor)
-        .bind(currency.code())
-        .fetch_optional(&mut **tx)
-        .await?;
-        let (mut earned, mut reversed, paid, mut count) = match current {
-            Some(row) => (
-                row.try_get::<i64, _>("earned_e6")?,
-                row.try_get::<i64, _>("reversed_e6")?,
-                row.try_get::<i64, _>("paid_e6")?,
-                row.try_get::<i64, _>("entries")?,
-            ),
-            None => (0, 0, 0, 0),
+/// What a balance row holds.
+#[derive(Default)]
+struct Held {
+    earned: i64,
+    reversed: i64,
+    paid: i64,
+    entries: i64,
+    last_position: i64,
+    updated_at: String,
+}
+
+/// Adds the `booked` entries to their balances: the changed balances are read with a few
+/// queries, summed with overflow checks, and written back with a few multi-row upserts.
+async fn write_balances(
+    tx: &mut Tx<'_>,
+    generation: u32,
+    booked: &[&Entry],
+) -> Result<(), ProjectionError> {
+    if booked.is_empty() {
+        return Ok(());
+    }
+    let balances = table(BALANCES, generation);
+    let mut held: BTreeMap<(String, String), Held> = BTreeMap::new();
+    let distributors: BTreeSet<&str> = booked.iter().map(|e| e.distributor.as_str()).collect();
+    let distributors: Vec<&str> = distributors.into_iter().collect();
+    for chunk in distributors.chunks(ROWS_PER_STATEMENT * 4) {
+        let list = (1..=chunk.len())
+            .map(|i| format!("${i}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "SELECT distributor_id, currency, earned_e6, reversed_e6, paid_e6, entries \
+             FROM {balances} WHERE distributor_id IN ({list})"
+        );
+        let mut query = sqlx::query(&sql);
+        for distributor in chunk {
+            query = query.bind(*distributor);
+        }
+        for row in query.fetch_all(&mut **tx).await? {
+            held.insert(
+                (row.try_get("distributor_id")?, row.try_get("currency")?),
+                Held {
+                    earned: row.try_get("earned_e6")?,
+                    reversed: row.try_get("reversed_e6")?,
+                    paid: row.try_get("paid_e6")?,
+                    entries: row.try_get("entries")?,
+                    ..Held::default()
+                },
+            );
+        }
+    }
+    let mut changed: BTreeMap<(String, String), Held> = BTreeMap::new();
+    for entry in booked {
+        let key = (entry.distributor.clone(), entry.currency.code().to_string());
+        let balance = match changed.entry(key.clone()) {
+            std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::btree_map::Entry::Vacant(v) => {
+                v.insert(held.remove(&key).unwrap_or_default())
+            }
         };
         let overflow = || ProjectionError::Overflow {
-            what: format!("the balance of {distributor} in {currency}"),
+            what: format!("the balance of {} in {}", entry.distributor, entry.currency),
         };
-        if kind == "earned" {
-            earned = earned.checked_add(amount_e6).ok_or_else(overflow)?;
+        if entry.kind == "earned" {
+            balance.earned = balance
+                .earned
+                .checked_add(entry.amount_e6)
+                .ok_or_else(overflow)?;
         } else {
-            reversed = reversed.checked_add(amount_e6).ok_or_else(overflow)?;
+            balance.reversed = balance
+                .reversed
+                .checked_add(entry.amount_e6)
+                .ok_or_else(overflow)?;
         }
-        count += 1;
-        let balance = earned
-            .checked_sub(reversed)
-            .and_then(|b| b.checked_sub(paid))
+        balance.entries += 1;
+        balance.last_position = entry.position;
+        balance.updated_at.clone_from(&entry.recorded_at);
+        balance
+            .earned
+            .checked_sub(balance.reversed)
+            .and_then(|b| b.checked_sub(balance.paid))
             .ok_or_else(overflow)?;
-        sqlx::query(&format!(
+    }
+    let changed: Vec<_> = changed.into_iter().collect();
+    for chunk in changed.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
             "INSERT INTO {balances} (distributor_id, currency, earned_e6, reversed_e6, paid_e6, \
-             balance_e6, entries, last_position, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+             balance_e6, entries, last_position, updated_at) VALUES {} \
              ON CONFLICT (distributor_id, currency) DO UPDATE SET \
              earned_e6 = excluded.earned_e6, reversed_e6 = excluded.reversed_e6, \
              paid_e6 = excluded.paid_e6, balance_e6 = excluded.balance_e6, \
              entries = excluded.entries, last_position = excluded.last_position, \
-             updated_at = excluded.updated_at"
-        ))
-        .bind(distributor)
-        .bind(currency.code())
-        .bind(earned)
-        .bind(reversed)
-        .bind(paid)
-        .bind(balance)
-        .bind(count)
-        .bind(position)
-        .bind(recorded_at.as_str())
-        .execute(&mut **tx)
-        .await?;
-        Ok(())
+             updated_at = excluded.updated_at",
+            values_list(chunk.len(), 9)
+        );
+        let mut query = sqlx::query(&sql);
+        for ((distributor, currency), b) in chunk {
+            // Checked above, entry by entry.
+            let balance = b.earned - b.reversed - b.paid;
+            query = query
+                .bind(distributor.as_str())
+                .bind(currency.as_str())
+                .bind(b.earned)
+                .bind(b.reversed)
+                .bind(b.paid)
+                .bind(balance)
+                .bind(b.entries)
+                .bind(b.last_position)
+                .bind(b.updated_at.as_str());
+        }
+        query.execute(&mut **tx).await?;
     }
+    Ok(())
 }
 
 /// What a distributor holds in one currency.

@@ -36,6 +36,7 @@ pub mod ledger;
 pub mod projection;
 pub mod reconciliation;
 pub mod runner;
+mod shared;
 pub mod sql;
 pub mod store;
 

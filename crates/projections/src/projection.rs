@@ -38,6 +38,24 @@ pub trait Projection: Send + Sync {
         generation: u32,
         event: &RecordedEvent,
     ) -> Result<(), ProjectionError>;
+    /// Applies a run of events (global position order, none of them held) as [`apply`] would
+    /// one after the other, leaving the same rows. A projection overrides it to fold each of
+    /// its keys once per run and write each row once; the default applies them one by one.
+    /// When it fails for a permanent reason the runner rolls back and applies the run again
+    /// event by event with [`apply`], so that only the failing event is held back.
+    ///
+    /// [`apply`]: Projection::apply
+    async fn apply_all(
+        &self,
+        tx: &mut Tx<'_>,
+        generation: u32,
+        events: &[&RecordedEvent],
+    ) -> Result<(), ProjectionError> {
+        for event in events {
+            self.apply(tx, generation, event).await?;
+        }
+        Ok(())
+    }
 }
 
 /// The `$all` filter of a projection.

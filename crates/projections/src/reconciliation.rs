@@ -104,6 +104,9 @@ use upline_store::RecordedEvent;
 
 use crate::error::ProjectionError;
 use crate::projection::Projection;
+use crate::shared::{
+    self, add, add_change, books, day_of, e6_rounded, Aggregate, Contributions, Key,
+};
 use crate::sql::{
     day_from_sql, day_to_sql, e6_column, execute_all, position_to_sql, table, to_e6, u64_column, Tx,
 };
@@ -124,218 +127,6 @@ pub const DEFAULT_PAGE: u32 = 100;
 /// The reconciliation projection.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ReconciliationProjection;
-
-// ---------------------------------------------------------------------------------------------
-// Shared by this module, `bi` and `hierarchy`: additive aggregates kept by difference.
-
-/// Helpers the read models of this crate share.
-pub(crate) mod shared {
-    use std::collections::BTreeMap;
-
-    use chrono::{DateTime, Utc};
-    use rust_decimal::{Decimal, RoundingStrategy};
-
-    use crate::error::ProjectionError;
-    use crate::sql::{to_e6, Tx};
-
-    /// One part of an aggregate's key.
-    #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-    pub enum Key {
-        Text(String),
-        Int(i64),
-    }
-
-    /// A table of sums keyed by some columns. Each order adds its contribution (one vector of
-    /// values per key); when an order changes, the difference between what it contributed and
-    /// what it contributes now is added, so a row is always the sum over its orders. `presence`
-    /// (one of `values`) counts the contributors: a row whose count falls to zero is deleted.
-    pub struct Aggregate<'a> {
-        pub table: &'a str,
-        pub keys: &'static [&'static str],
-        pub values: &'static [&'static str],
-        pub presence: usize,
-    }
-
-    pub type Contributions = BTreeMap<Vec<Key>, Vec<i64>>;
-
-    /// Adds `values` to the contribution at `key`.
-    pub fn add(
-        into: &mut Contributions,
-        key: Vec<Key>,
-        values: &[i64],
-    ) -> Result<(), ProjectionError> {
-        let entry = into.entry(key).or_insert_with(|| vec![0; values.len()]);
-        for (sum, v) in entry.iter_mut().zip(values) {
-            *sum = sum
-                .checked_add(*v)
-                .ok_or_else(|| ProjectionError::Overflow {
-                    what: "an aggregate".into(),
-                })?;
-        }
-        Ok(())
-    }
-
-    impl Aggregate<'_> {
-        /// Writes `new - old` into the table.
-        pub async fn apply(
-            &self,
-            tx: &mut Tx<'_>,
-            old: &Contributions,
-            new: &Contributions,
-        ) -> Result<(), ProjectionError> {
-            let keys: std::collections::BTreeSet<&Vec<Key>> =
-                old.keys().chain(new.keys()).collect();
-            let key_list = self.keys.join(", ");
-            let value_list = self.values.join(", ");
-            let placeholders = (1..=self.keys.len() + self.values.len())
-                .map(|i| format!("${i}"))
-                .collect::<Vec<_>>()
-                .join(", ");
-            let updates = self
-                .values
-                .iter()
-                .map(|v| format!("{v} = {t}.{v} + excluded.{v}", t = self.table))
-                .collect::<Vec<_>>()
-                .join(", ");
-            let upsert = format!(
-                "INSERT INTO {t} ({key_list}, {value_list}) VALUES ({placeholders}) \
-                 ON CONFLICT ({key_list}) DO UPDATE SET {updates}",
-                t = self.table
-            );
-            let matching = self
-                .keys
-                .iter()
-                .enumerate()
-                .map(|(i, k)| format!("{k} = ${}", i + 1))
-                .collect::<Vec<_>>()
-                .join(" AND ");
-            let delete = format!(
-                "DELETE FROM {t} WHERE {matching} AND {p} <= 0",
-                t = self.table,
-                p = self.values[self.presence]
-            );
-            let zero = vec![0; self.values.len()];
-            for key in keys {
-                let before = old.get(key).unwrap_or(&zero);
-                let after = new.get(key).unwrap_or(&zero);
-                let delta = before
-                    .iter()
-                    .zip(after)
-                    .map(|(b, a)| a.checked_sub(*b))
-                    .collect::<Option<Vec<i64>>>()
-                    .ok_or_else(|| ProjectionError::Overflow {
-                        what: format!("a row of {}", self.table),
-                    })?;
-                if delta.iter().all(|d| *d == 0) {
-                    continue;
-                }
-                let mut query = sqlx::query(&upsert);
-                for part in key {
-                    query = match part {
-                        Key::Text(s) => query.bind(s.clone()),
-                        Key::Int(i) => query.bind(*i),
-                    };
-                }
-                for d in &delta {
-                    query = query.bind(*d);
-                }
-                query.execute(&mut **tx).await?;
-                if delta[self.presence] < 0 {
-                    let mut query = sqlx::query(&delete);
-                    for part in key {
-                        query = match part {
-                            Key::Text(s) => query.bind(s.clone()),
-                            Key::Int(i) => query.bind(*i),
-                        };
-                    }
-                    query.execute(&mut **tx).await?;
-                }
-            }
-            Ok(())
-        }
-    }
-
-    /// `value` in millionths, rounded half-even to the sixth decimal first. For figures that
-    /// are exact fractions of an amount (a base or a volume scaled by a partial refund), never
-    /// for money posted or paid, which is always exact.
-    pub fn e6_rounded(value: Decimal) -> Result<i64, ProjectionError> {
-        to_e6(value.round_dp_with_strategy(6, RoundingStrategy::MidpointNearestEven))
-    }
-
-    /// The UTC day, `YYYY-MM-DD`.
-    pub fn day_of(at: DateTime<Utc>) -> String {
-        at.format("%Y-%m-%d").to_string()
-    }
-
-    /// The UTC month, `YYYY-MM`.
-    pub fn month_of(at: DateTime<Utc>) -> String {
-        at.format("%Y-%m").to_string()
-    }
-
-    /// The platform named at the start of an order stream (`order-shopify-...`), if any.
-    pub fn platform_of_stream(order_stream: &str) -> Option<String> {
-        let rest = order_stream.strip_prefix(upline_app::streams::ORDER_PREFIX)?;
-        let name = rest.split('-').next()?;
-        serde_json::from_value::<upline_domain::ids::Platform>(serde_json::Value::String(
-            name.to_string(),
-        ))
-        .ok()
-        .map(|p| p.as_str().to_string())
-    }
-
-    /// A page token: the last key of the page, as a JSON array.
-    pub fn token_of(key: &[Key]) -> String {
-        let values: Vec<serde_json::Value> = key
-            .iter()
-            .map(|k| match k {
-                Key::Text(s) => serde_json::Value::String(s.clone()),
-                Key::Int(i) => serde_json::Value::from(*i),
-            })
-            .collect();
-        serde_json::Value::Array(values).to_string()
-    }
-
-    /// Reads a token back, checking it against the key's shape (`true`: text, `false`: int).
-    /// Without a token: a key before every row (every key starts with a non-empty text).
-    pub fn key_of_token(token: Option<&str>, shape: &[bool]) -> Result<Vec<Key>, ProjectionError> {
-        let Some(token) = token.filter(|t| !t.is_empty()) else {
-            return Ok(shape
-                .iter()
-                .map(|text| {
-                    if *text {
-                        Key::Text(String::new())
-                    } else {
-                        Key::Int(i64::MIN)
-                    }
-                })
-                .collect());
-        };
-        let bad = || ProjectionError::InvalidPageToken(token.to_string());
-        let values: Vec<serde_json::Value> = serde_json::from_str(token).map_err(|_| bad())?;
-        if values.len() != shape.len() {
-            return Err(bad());
-        }
-        values
-            .into_iter()
-            .zip(shape)
-            .map(|(v, text)| match (v, text) {
-                (serde_json::Value::String(s), true) => Ok(Key::Text(s)),
-                (serde_json::Value::Number(n), false) => n.as_i64().map(Key::Int).ok_or_else(bad),
-                _ => Err(bad()),
-            })
-            .collect()
-    }
-
-    /// A page size: 0 is `default`, at most `max`.
-    pub fn page_limit(limit: u32, default: u32, max: u32) -> u32 {
-        match limit {
-            0 => default,
-            n => n.min(max),
-        }
-    }
-}
-
-use shared::{add, day_of, e6_rounded, Aggregate, Contributions, Key};
 
 // ---------------------------------------------------------------------------------------------
 // What the projection remembers of one order.
@@ -782,63 +573,85 @@ impl Projection for ReconciliationProjection {
         generation: u32,
         event: &RecordedEvent,
     ) -> Result<(), ProjectionError> {
-        let Some((stream, fact)) = decode(event)? else {
-            return Ok(());
-        };
-        let position = position_to_sql(event.position)?;
-        let state_table = table(STATE, generation);
-        let sql = format!("SELECT state, last_position FROM {state_table} WHERE order_stream = $1");
-        let row = sqlx::query(&sql)
-            .bind(stream.as_str())
-            .fetch_optional(&mut **tx)
-            .await?;
-        let (mut book, old) = match row {
-            Some(row) => {
-                if row.try_get::<i64, _>("last_position")? >= position {
-                    // Applied before.
-                    return Ok(());
-                }
-                let text: String = row.try_get("state")?;
-                let book: OrderBook = serde_json::from_str(&text).map_err(|e| {
-                    ProjectionError::Corrupt(format!("reconciliation state of {stream}: {e}"))
-                })?;
-                let derived = Derived::of(&stream, &book);
-                let old = daily_contribution(&book, &derived)?;
-                (book, old)
+        self.apply_all(tx, generation, &[event]).await
+    }
+
+    /// Folds each order's events of the run into its book once, writes its rows once, and the
+    /// daily aggregate once per changed row.
+    async fn apply_all(
+        &self,
+        tx: &mut Tx<'_>,
+        generation: u32,
+        events: &[&RecordedEvent],
+    ) -> Result<(), ProjectionError> {
+        let mut facts = Vec::with_capacity(events.len());
+        for event in events {
+            if let Some((stream, fact)) = decode(event)? {
+                let position = position_to_sql(event.position)?;
+                facts.push((stream, (position, event.recorded_at, fact)));
             }
-            None => (
-                OrderBook {
-                    first_day: day_of(event.recorded_at),
-                    ..OrderBook::default()
-                },
-                Contributions::new(),
-            ),
-        };
-
-        // What each beneficiary should hold follows from the order's own facts only: a posting
-        // (most of the events read here) changes what was posted, never what is expected, so
-        // the engine runs again only when the order's facts changed.
-        if learn(&mut book, fact) == Changes::Expected {
-            book.recompute();
         }
-        let derived = Derived::of(&stream, &book);
-        let new = daily_contribution(&book, &derived)?;
-
-        let text = serde_json::to_string(&book)
-            .map_err(|e| ProjectionError::Corrupt(format!("reconciliation state: {e}")))?;
-        let sql = format!(
-            "INSERT INTO {state_table} (order_stream, state, last_position) VALUES ($1, $2, $3) \
-             ON CONFLICT (order_stream) DO UPDATE SET state = excluded.state, \
-             last_position = excluded.last_position"
-        );
-        sqlx::query(&sql)
-            .bind(stream.as_str())
-            .bind(text)
-            .bind(position)
-            .execute(&mut **tx)
-            .await?;
-        write_order(tx, generation, &stream, &book, &derived, position).await?;
-        write_differences(tx, generation, &stream, &derived).await?;
+        if facts.is_empty() {
+            return Ok(());
+        }
+        let orders = books::by_order(facts);
+        let state_table = table(STATE, generation);
+        let streams: Vec<&str> = orders.iter().map(|(stream, _)| stream.as_str()).collect();
+        let mut stored = books::load(tx, &state_table, &streams).await?;
+        let mut daily_changes = Contributions::new();
+        let mut saved = Vec::with_capacity(orders.len());
+        for (stream, facts) in orders {
+            let Some(first) = facts.first() else { continue };
+            let (mut book, old, mut last) = match stored.remove(&stream) {
+                Some(row) => {
+                    let book: OrderBook = serde_json::from_str(&row.state).map_err(|e| {
+                        ProjectionError::Corrupt(format!("reconciliation state of {stream}: {e}"))
+                    })?;
+                    let old = daily_contribution(&book, &Derived::of(&stream, &book))?;
+                    (book, old, row.last_position)
+                }
+                None => (
+                    OrderBook {
+                        first_day: day_of(first.1),
+                        ..OrderBook::default()
+                    },
+                    Contributions::new(),
+                    i64::MIN,
+                ),
+            };
+            // What each beneficiary should hold follows from the order's own facts only: a
+            // posting (most of the events read here) changes what was posted, never what is
+            // expected, so the engine runs again only when the order's facts changed, and once
+            // for all of them.
+            let mut learnt = false;
+            let mut expected_changed = false;
+            for (position, _, fact) in facts {
+                if position <= last {
+                    continue; // applied before
+                }
+                expected_changed |= learn(&mut book, fact) == Changes::Expected;
+                learnt = true;
+                last = position;
+            }
+            if !learnt {
+                continue;
+            }
+            if expected_changed {
+                book.recompute();
+            }
+            let derived = Derived::of(&stream, &book);
+            add_change(
+                &mut daily_changes,
+                &old,
+                &daily_contribution(&book, &derived)?,
+            )?;
+            write_order(tx, generation, &stream, &book, &derived, last).await?;
+            write_differences(tx, generation, &stream, &derived).await?;
+            let text = serde_json::to_string(&book)
+                .map_err(|e| ProjectionError::Corrupt(format!("reconciliation state: {e}")))?;
+            saved.push((stream, text, last));
+        }
+        books::save(tx, &state_table, &saved).await?;
         let daily = table(DAILY, generation);
         Aggregate {
             table: &daily,
@@ -846,7 +659,7 @@ impl Projection for ReconciliationProjection {
             values: DAILY_VALUES,
             presence: 0,
         }
-        .apply(tx, &old, &new)
+        .write(tx, &daily_changes)
         .await
     }
 }

@@ -1169,6 +1169,7 @@ async fn apply_or_hold(
     let name = projection.name();
     let mut held = held_streams(tx, name, generation).await?;
     let mut count = 0;
+    let mut run = Vec::with_capacity(events.len());
     for event in events {
         if let Some(&first) = held.get(&event.stream_id) {
             let reason = format!("held behind position {first} of the same stream");
@@ -1177,7 +1178,7 @@ async fn apply_or_hold(
             continue;
         }
         if !careful {
-            apply_one(tx, projection, generation, event).await?;
+            run.push(event);
             continue;
         }
         let mut savepoint = tx.begin().await?;
@@ -1199,6 +1200,9 @@ async fn apply_or_hold(
                 count += 1;
             }
         }
+    }
+    if !run.is_empty() {
+        projection.apply_all(tx, generation, &run).await?;
     }
     Ok(count)
 }

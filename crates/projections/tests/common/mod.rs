@@ -2,6 +2,9 @@
 //! fresh schema), a real embedded event store, and realistic commission postings.
 #![allow(dead_code)]
 
+/// Random order histories through the real app (the company, the orders, their deliveries).
+pub mod real_path;
+
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::io::Write;

@@ -1,0 +1,337 @@
+//! Helpers the read models of this crate share: additive aggregates kept by difference, keys,
+//! days and page tokens, and the per-order books of a batch (`books`).
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use rust_decimal::{Decimal, RoundingStrategy};
+
+use crate::error::ProjectionError;
+use crate::sql::{to_e6, Tx};
+
+/// One part of an aggregate's key.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Key {
+    Text(String),
+    Int(i64),
+}
+
+/// A table of sums keyed by some columns. Each order adds its contribution (one vector of
+/// values per key); when an order changes, the difference between what it contributed and
+/// what it contributes now is added, so a row is always the sum over its orders. `presence`
+/// (one of `values`) counts the contributors: a row whose count falls to zero is deleted.
+pub struct Aggregate<'a> {
+    pub table: &'a str,
+    pub keys: &'static [&'static str],
+    pub values: &'static [&'static str],
+    pub presence: usize,
+}
+
+pub type Contributions = BTreeMap<Vec<Key>, Vec<i64>>;
+
+/// Adds `values` to the contribution at `key`.
+pub fn add(into: &mut Contributions, key: Vec<Key>, values: &[i64]) -> Result<(), ProjectionError> {
+    let entry = into.entry(key).or_insert_with(|| vec![0; values.len()]);
+    for (sum, v) in entry.iter_mut().zip(values) {
+        *sum = sum
+            .checked_add(*v)
+            .ok_or_else(|| ProjectionError::Overflow {
+                what: "an aggregate".into(),
+            })?;
+    }
+    Ok(())
+}
+
+/// Adds what an order's contribution changed (`new - old`) to `changes`, the changes of a
+/// batch: summed per key, so each row of the aggregate is written once per batch.
+pub fn add_change(
+    changes: &mut Contributions,
+    old: &Contributions,
+    new: &Contributions,
+) -> Result<(), ProjectionError> {
+    let keys: std::collections::BTreeSet<&Vec<Key>> = old.keys().chain(new.keys()).collect();
+    for key in keys {
+        let width = old.get(key).or_else(|| new.get(key)).map_or(0, Vec::len);
+        let zero = vec![0; width];
+        let before = old.get(key).unwrap_or(&zero);
+        let after = new.get(key).unwrap_or(&zero);
+        let delta = before
+            .iter()
+            .zip(after)
+            .map(|(b, a)| a.checked_sub(*b))
+            .collect::<Option<Vec<i64>>>()
+            .ok_or_else(|| ProjectionError::Overflow {
+                what: "a change of an aggregate".into(),
+            })?;
+        add(changes, key.clone(), &delta)?;
+    }
+    Ok(())
+}
+
+/// Rows per multi-row statement: well under every engine's limit on bound parameters
+/// (SQLite 32,766, PostgreSQL 65,535) for the widest row written this way (about 30 columns).
+pub const ROWS_PER_STATEMENT: usize = 200;
+
+/// `$first, $first+1, ..` for `count` parameters: one row of a multi-row VALUES list.
+pub fn placeholders(first: usize, count: usize) -> String {
+    let list = (first..first + count)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!("({list})")
+}
+
+/// `VALUES (..), (..)` for `rows` rows of `width` parameters.
+pub fn values_list(rows: usize, width: usize) -> String {
+    (0..rows)
+        .map(|r| placeholders(r * width + 1, width))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn bind_key<'q>(
+    query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    key: &'q [Key],
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    key.iter().fold(query, |query, part| match part {
+        Key::Text(s) => query.bind(s.as_str()),
+        Key::Int(i) => query.bind(*i),
+    })
+}
+
+impl Aggregate<'_> {
+    /// Adds `changes` (per key, what to add to each value) to the table: one multi-row upsert
+    /// per [`ROWS_PER_STATEMENT`] changed rows, then deletes the rows whose count of
+    /// contributors fell to zero.
+    pub async fn write(
+        &self,
+        tx: &mut Tx<'_>,
+        changes: &Contributions,
+    ) -> Result<(), ProjectionError> {
+        let changed: Vec<(&Vec<Key>, &Vec<i64>)> = changes
+            .iter()
+            .filter(|(_, delta)| delta.iter().any(|d| *d != 0))
+            .collect();
+        let key_list = self.keys.join(", ");
+        let value_list = self.values.join(", ");
+        let width = self.keys.len() + self.values.len();
+        let updates = self
+            .values
+            .iter()
+            .map(|v| format!("{v} = {t}.{v} + excluded.{v}", t = self.table))
+            .collect::<Vec<_>>()
+            .join(", ");
+        for chunk in changed.chunks(ROWS_PER_STATEMENT) {
+            let upsert = format!(
+                "INSERT INTO {t} ({key_list}, {value_list}) VALUES {values} \
+                 ON CONFLICT ({key_list}) DO UPDATE SET {updates}",
+                t = self.table,
+                values = values_list(chunk.len(), width),
+            );
+            let mut query = sqlx::query(&upsert);
+            for (key, delta) in chunk {
+                query = bind_key(query, key);
+                for d in delta.iter() {
+                    query = query.bind(*d);
+                }
+            }
+            query.execute(&mut **tx).await?;
+        }
+        let matching = self
+            .keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| format!("{k} = ${}", i + 1))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        let delete = format!(
+            "DELETE FROM {t} WHERE {matching} AND {p} <= 0",
+            t = self.table,
+            p = self.values[self.presence]
+        );
+        for (key, delta) in &changed {
+            if delta[self.presence] < 0 {
+                bind_key(sqlx::query(&delete), key)
+                    .execute(&mut **tx)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `value` in millionths, rounded half-even to the sixth decimal first. For figures that
+/// are exact fractions of an amount (a base or a volume scaled by a partial refund), never
+/// for money posted or paid, which is always exact.
+pub fn e6_rounded(value: Decimal) -> Result<i64, ProjectionError> {
+    to_e6(value.round_dp_with_strategy(6, RoundingStrategy::MidpointNearestEven))
+}
+
+/// The UTC day, `YYYY-MM-DD`.
+pub fn day_of(at: DateTime<Utc>) -> String {
+    at.format("%Y-%m-%d").to_string()
+}
+
+/// The UTC month, `YYYY-MM`.
+pub fn month_of(at: DateTime<Utc>) -> String {
+    at.format("%Y-%m").to_string()
+}
+
+/// The platform named at the start of an order stream (`order-shopify-...`), if any.
+pub fn platform_of_stream(order_stream: &str) -> Option<String> {
+    let rest = order_stream.strip_prefix(upline_app::streams::ORDER_PREFIX)?;
+    let name = rest.split('-').next()?;
+    serde_json::from_value::<upline_domain::ids::Platform>(serde_json::Value::String(
+        name.to_string(),
+    ))
+    .ok()
+    .map(|p| p.as_str().to_string())
+}
+
+/// A page token: the last key of the page, as a JSON array.
+pub fn token_of(key: &[Key]) -> String {
+    let values: Vec<serde_json::Value> = key
+        .iter()
+        .map(|k| match k {
+            Key::Text(s) => serde_json::Value::String(s.clone()),
+            Key::Int(i) => serde_json::Value::from(*i),
+        })
+        .collect();
+    serde_json::Value::Array(values).to_string()
+}
+
+/// Reads a token back, checking it against the key's shape (`true`: text, `false`: int).
+/// Without a token: a key before every row (every key starts with a non-empty text).
+pub fn key_of_token(token: Option<&str>, shape: &[bool]) -> Result<Vec<Key>, ProjectionError> {
+    let Some(token) = token.filter(|t| !t.is_empty()) else {
+        return Ok(shape
+            .iter()
+            .map(|text| {
+                if *text {
+                    Key::Text(String::new())
+                } else {
+                    Key::Int(i64::MIN)
+                }
+            })
+            .collect());
+    };
+    let bad = || ProjectionError::InvalidPageToken(token.to_string());
+    let values: Vec<serde_json::Value> = serde_json::from_str(token).map_err(|_| bad())?;
+    if values.len() != shape.len() {
+        return Err(bad());
+    }
+    values
+        .into_iter()
+        .zip(shape)
+        .map(|(v, text)| match (v, text) {
+            (serde_json::Value::String(s), true) => Ok(Key::Text(s)),
+            (serde_json::Value::Number(n), false) => n.as_i64().map(Key::Int).ok_or_else(bad),
+            _ => Err(bad()),
+        })
+        .collect()
+}
+
+/// A page size: 0 is `default`, at most `max`.
+pub fn page_limit(limit: u32, default: u32, max: u32) -> u32 {
+    match limit {
+        0 => default,
+        n => n.min(max),
+    }
+}
+
+/// The read models that fold each order into a book (reconciliation, BI) keep it as JSON in a
+/// state table (`order_stream`, `state`, `last_position`). A batch loads the books of all its
+/// orders with a few queries, folds every event of an order into its book, and saves each book
+/// once: what one event at a time would leave, with a few statements per batch instead of
+/// several per event.
+pub mod books {
+    use std::collections::HashMap;
+
+    use sqlx::Row;
+
+    use super::{values_list, ROWS_PER_STATEMENT};
+    use crate::error::ProjectionError;
+    use crate::sql::Tx;
+
+    /// A stored book: its JSON and the position of the last event folded into it.
+    pub struct Stored {
+        pub state: String,
+        pub last_position: i64,
+    }
+
+    /// A batch's items grouped by order stream, each group in the batch's order, the groups in
+    /// the order their first item came.
+    pub fn by_order<T>(items: impl IntoIterator<Item = (String, T)>) -> Vec<(String, Vec<T>)> {
+        let mut groups: Vec<(String, Vec<T>)> = Vec::new();
+        let mut index: HashMap<String, usize> = HashMap::new();
+        for (stream, item) in items {
+            match index.get(&stream) {
+                Some(&i) => groups[i].1.push(item),
+                None => {
+                    index.insert(stream.clone(), groups.len());
+                    groups.push((stream, vec![item]));
+                }
+            }
+        }
+        groups
+    }
+
+    /// The stored books of `streams` in `state_table` (those that have one).
+    pub async fn load(
+        tx: &mut Tx<'_>,
+        state_table: &str,
+        streams: &[&str],
+    ) -> Result<HashMap<String, Stored>, ProjectionError> {
+        let mut found = HashMap::with_capacity(streams.len());
+        for chunk in streams.chunks(ROWS_PER_STATEMENT * 4) {
+            let list = (1..=chunk.len())
+                .map(|i| format!("${i}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!(
+                "SELECT order_stream, state, last_position FROM {state_table} \
+                 WHERE order_stream IN ({list})"
+            );
+            let mut query = sqlx::query(&sql);
+            for stream in chunk {
+                query = query.bind(*stream);
+            }
+            for row in query.fetch_all(&mut **tx).await? {
+                found.insert(
+                    row.try_get("order_stream")?,
+                    Stored {
+                        state: row.try_get("state")?,
+                        last_position: row.try_get("last_position")?,
+                    },
+                );
+            }
+        }
+        Ok(found)
+    }
+
+    /// Saves `books` (order stream, JSON, last position) into `state_table`, replacing what
+    /// was there.
+    pub async fn save(
+        tx: &mut Tx<'_>,
+        state_table: &str,
+        books: &[(String, String, i64)],
+    ) -> Result<(), ProjectionError> {
+        for chunk in books.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "INSERT INTO {state_table} (order_stream, state, last_position) VALUES {} \
+                 ON CONFLICT (order_stream) DO UPDATE SET state = excluded.state, \
+                 last_position = excluded.last_position",
+                values_list(chunk.len(), 3)
+            );
+            let mut query = sqlx::query(&sql);
+            for (stream, state, position) in chunk {
+                query = query
+                    .bind(stream.as_str())
+                    .bind(state.as_str())
+                    .bind(*position);
+            }
+            query.execute(&mut **tx).await?;
+        }
+        Ok(())
+    }
+}
