@@ -670,3 +670,54 @@ async fn subscriptions_page_through_a_long_history() {
     assert_eq!(revisions, (5..total as u64).collect::<Vec<_>>());
     store.close().await.expect("close");
 }
+
+/// A read or subscription filtered by category skips its query when the writer has committed
+/// nothing in those categories; an append by another process to the same file is invisible to
+/// that bookkeeping, so the writer notices the gap in positions at its next commit and every
+/// category is read again: the foreign event is delivered, not skipped.
+#[tokio::test]
+async fn an_event_appended_by_another_process_is_read_after_this_writers_next_commit() {
+    let (_dir, path) = temp_store_path();
+    let ours = SqliteEventStore::open(&path).await.expect("open");
+    ours.append("order-1", ExpectedRevision::NoStream, vec![event(1)])
+        .await
+        .expect("our order");
+    let orders = StreamFilter::prefix("order-");
+    let mut subscription = ours.subscribe_all(AllStart::Start, orders.clone());
+    let first = within(subscription.next())
+        .await
+        .expect("an event")
+        .expect("readable");
+    assert_eq!(first.stream_id, "order-1");
+
+    // Given an order appended through a second store on the same file (another process)...
+    let theirs = SqliteEventStore::open(&path).await.expect("second open");
+    theirs
+        .append("order-2", ExpectedRevision::NoStream, vec![event(2)])
+        .await
+        .expect("their order");
+    theirs.close().await.expect("close");
+    // ...when this store next commits, to another category only...
+    let commission = ours
+        .append("commissions-a", ExpectedRevision::NoStream, vec![event(3)])
+        .await
+        .expect("our commission");
+
+    // ...then the order subscription gets the foreign order, and so does a read of `$all`.
+    let second = within(subscription.next())
+        .await
+        .expect("an event")
+        .expect("readable");
+    assert_eq!(second.stream_id, "order-2");
+    assert!(second.position < commission.position);
+    let read = ours
+        .read_all(AllStart::After(first.position), &orders, 10)
+        .await
+        .expect("read");
+    assert_eq!(
+        read.iter()
+            .map(|e| e.stream_id.as_str())
+            .collect::<Vec<_>>(),
+        ["order-2"]
+    );
+}

@@ -10,6 +10,7 @@
 //! One `SqliteEventStore` per file: subscriptions are woken by *this*
 //! handle's writer only. The schema is documented in `SCHEMA.md`.
 
+mod heads;
 mod reader;
 mod subscription;
 mod writer;
@@ -138,12 +139,15 @@ impl SqliteEventStore {
 
         let (requests, requests_rx) = mpsc::channel(WRITE_QUEUE_CAPACITY);
         let (head_tx, head_rx) = watch::channel(head);
+        let heads = Arc::new(heads::CategoryHeads::new(head));
         let counters = Arc::new(Counters::default());
         let writer = tokio::spawn(
             Writer {
                 conn,
                 requests: requests_rx,
                 head: head_tx,
+                heads: Arc::clone(&heads),
+                last_position: head,
                 counters: Arc::clone(&counters),
                 held: None,
             }
@@ -154,7 +158,7 @@ impl SqliteEventStore {
             requests: Mutex::new(Some(requests)),
             queue_budget: Arc::new(Semaphore::new(MAX_QUEUED_BYTES)),
             writer: Mutex::new(Some(writer)),
-            reader: Reader { pool },
+            reader: Reader { pool, heads },
             head: head_rx,
             closed: Arc::new(AtomicBool::new(false)),
             counters,

@@ -2,11 +2,14 @@
 //! In WAL mode readers never block the writer nor each other, and every
 //! statement sees a committed snapshot.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::{SqlitePool, SqliteRow};
 use sqlx::Row;
 use uuid::Uuid;
 
+use super::heads::CategoryHeads;
 use super::writer::from_sql;
 use crate::error::StoreError;
 use crate::types::{Direction, RecordedEvent, StreamFilter, StreamStart};
@@ -17,6 +20,9 @@ const COLUMNS: &str =
 #[derive(Clone, Debug)]
 pub(crate) struct Reader {
     pub(crate) pool: SqlitePool,
+    /// What the writer has committed, per category: lets a read that can find nothing skip
+    /// its query.
+    pub(crate) heads: Arc<CategoryHeads>,
 }
 
 impl Reader {
@@ -70,6 +76,9 @@ impl Reader {
         max_count: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         if max_count == 0 {
+            return Ok(Vec::new());
+        }
+        if !self.heads.may_have_after(filter, after) {
             return Ok(Vec::new());
         }
         let Ok(after) = i64::try_from(after) else {

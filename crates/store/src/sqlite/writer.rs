@@ -34,6 +34,8 @@ use sqlx::sqlite::{Sqlite, SqliteConnection};
 use sqlx::{Connection, QueryBuilder, Row};
 use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit};
 
+use super::heads::CategoryHeads;
+
 use crate::error::StoreError;
 use crate::limits::MAX_EVENTS_PER_APPEND;
 use crate::types::{AppendResult, ExpectedRevision};
@@ -129,6 +131,10 @@ pub(crate) struct Writer {
     pub(crate) conn: SqliteConnection,
     pub(crate) requests: mpsc::Receiver<WriteRequest>,
     pub(crate) head: watch::Sender<u64>,
+    /// Updated before `head` is published (see `heads`).
+    pub(crate) heads: Arc<CategoryHeads>,
+    /// The last position this writer wrote (the store's head when opened).
+    pub(crate) last_position: u64,
     pub(crate) counters: Arc<Counters>,
     /// A request taken from the channel that did not fit the previous batch.
     pub(crate) held: Option<WriteRequest>,
@@ -214,9 +220,11 @@ impl Writer {
     fn finish(&mut self, batch: Vec<WriteRequest>, outcomes: Vec<Outcome>) {
         self.counters.commits.fetch_add(1, Ordering::Relaxed);
         let mut head = 0;
+        let mut first = u64::MAX;
         for (request, outcome) in batch.iter().zip(&outcomes) {
             if let Outcome::Written(result) = outcome {
                 head = head.max(result.position);
+                first = first.min(result.position + 1 - request.events.len() as u64);
                 self.counters
                     .appends_written
                     .fetch_add(1, Ordering::Relaxed);
@@ -224,6 +232,9 @@ impl Writer {
                     .events_written
                     .fetch_add(request.events.len() as u64, Ordering::Relaxed);
             }
+        }
+        if head > 0 {
+            self.note_categories(&batch, &outcomes, first, head);
         }
         // Publish before answering: whoever learns of an append can already
         // be woken for it.
@@ -242,6 +253,29 @@ impl Writer {
             };
             let _ = request.reply.send(reply);
         }
+    }
+
+    /// Tells `heads` which categories the batch wrote (before the head is
+    /// published), or that every category may have changed when the batch
+    /// does not start right after this writer's last position (another
+    /// process wrote in between).
+    fn note_categories(
+        &mut self,
+        batch: &[WriteRequest],
+        outcomes: &[Outcome],
+        first: u64,
+        head: u64,
+    ) {
+        if first == self.last_position + 1 {
+            for (request, outcome) in batch.iter().zip(outcomes) {
+                if let Outcome::Written(result) = outcome {
+                    self.heads.record(&request.category, result.position);
+                }
+            }
+        } else {
+            self.heads.forget_all(head);
+        }
+        self.last_position = self.last_position.max(head);
     }
 
     /// One transaction for the whole batch; on `Err` the caller rolls back.
