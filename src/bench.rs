@@ -435,12 +435,16 @@ async fn ladder(
     for &rate in &settings.rates {
         anyhow::ensure!(server.alive(), "serve died: {}", server.log_tail());
         let requests = Arc::new(traffic.step(rate, settings.seconds)?);
-        record_sent(&mut sent, &requests);
         let floor_step = match floor {
             Some(floor) => Some(floor_step(settings, floor, rate, requests.clone()).await?),
             None => None,
         };
-        let upline = upline_step(settings, files, &server, &probe, rate, requests).await?;
+        let upline = upline_step(settings, files, &server, &probe, rate, requests.clone()).await?;
+        // An aborted step sent only the first requests: the audit expects what was sent.
+        record_sent(
+            &mut sent,
+            &requests[..upline.answers.sent.min(requests.len())],
+        );
         let drained = upline.drained;
         report.push(Step {
             rate,
