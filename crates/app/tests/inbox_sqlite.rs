@@ -299,6 +299,29 @@ async fn unknown_items_are_refused() {
     new_id(&inbox, delivery("acme.myshopify.com", "evt-1")).await;
 }
 
+/// A batch runs without savepoints until the database refuses one of its requests; then it is
+/// redone with a savepoint around each, so the refused request fails alone and the others of
+/// the same transaction are stored.
+#[tokio::test]
+async fn a_refused_request_fails_alone_in_its_batch() {
+    let dir = TempDir::new().unwrap();
+    let inbox = open(&inbox_path(&dir)).await;
+    let before = inbox.writer_stats().commits;
+    let (first, refused, second) = tokio::task::unconstrained(async {
+        tokio::join!(
+            inbox.accept(delivery("acme.myshopify.com", "evt-1")),
+            inbox.complete(42, &Outcome::Processed),
+            inbox.accept(delivery("acme.myshopify.com", "evt-2")),
+        )
+    })
+    .await;
+    assert!(matches!(first, Ok(Acceptance::New { .. })), "{first:?}");
+    assert_eq!(refused, Err(InboxError::UnknownItem(42)));
+    assert!(matches!(second, Ok(Acceptance::New { .. })), "{second:?}");
+    assert_eq!(inbox.writer_stats().commits - before, 1, "one transaction");
+    assert_eq!(inbox.stats().await.unwrap().pending, 2);
+}
+
 #[tokio::test]
 async fn release_records_the_error_and_delays_the_item() {
     let dir = TempDir::new().unwrap();
