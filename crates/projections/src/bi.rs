@@ -60,7 +60,7 @@
 //! WHERE month = '2026-03' GROUP BY distributor_id ORDER BY gv DESC LIMIT 20;
 //! ```
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
@@ -80,6 +80,7 @@ use crate::error::ProjectionError;
 use crate::projection::Projection;
 use crate::shared::{
     self, add, add_change, books, day_of, e6_rounded, month_of, Aggregate, Contributions, Key,
+    ROWS_PER_STATEMENT,
 };
 use crate::sql::{
     day_from_sql, day_to_sql, e6_column, execute_all, position_to_sql, table, time_from_sql,
@@ -645,6 +646,7 @@ async fn fold_orders(
     if facts.is_empty() {
         return Ok(());
     }
+    let mappings = KnownMappings::load(tx, generation, &facts).await?;
     let orders = books::by_order(facts);
     let state_table = table(STATE, generation);
     let streams: Vec<&str> = orders.iter().map(|(stream, _)| stream.as_str()).collect();
@@ -675,7 +677,7 @@ async fn fold_orders(
                 continue; // applied before
             }
             match fact {
-                Fact::Order(e) => learn_order(tx, generation, &mut book, *e).await?,
+                Fact::Order(e) => learn_order(&mappings, &mut book, *e)?,
                 Fact::Parking(e) => learn_parking(&mut book, *e),
             }
             book.last_recorded_at = Some(recorded_at);
@@ -802,62 +804,132 @@ async fn apply_mapping(
     Ok(())
 }
 
-/// The lines of an order, classified with the catalog as this projection knows it.
-async fn classify(
-    tx: &mut Tx<'_>,
-    generation: u32,
-    details: &OrderDetails,
-    net_lines: &[NetLine],
-) -> Result<Vec<SalesLine>, ProjectionError> {
-    let mappings = table(SKU_MAPPINGS, generation);
-    let sql = format!(
-        "SELECT sku_id, category, commission_class, pv_per_unit FROM {mappings} \
-         WHERE platform = $1 AND platform_sku = $2 AND effective_from <= $3 \
-         ORDER BY effective_from DESC LIMIT 1"
-    );
-    let mut lines = Vec::with_capacity(net_lines.len());
-    for l in net_lines {
-        let row = sqlx::query(&sql)
-            .bind(details.key.platform.as_str())
-            .bind(l.platform_sku.trim())
-            .bind(time_to_sql(details.placed_at))
-            .fetch_optional(&mut **tx)
-            .await?;
-        let (sku_id, category, class, pv) = match row {
-            Some(row) => {
-                let pv: Option<String> = row.try_get("pv_per_unit")?;
-                let pv = pv
-                    .map(|p| {
-                        p.parse::<Decimal>()
-                            .map_err(|e| ProjectionError::Corrupt(format!("pv {p:?}: {e}")))
-                    })
-                    .transpose()?
-                    .unwrap_or_default();
-                (
-                    row.try_get("sku_id")?,
-                    row.try_get("category")?,
-                    row.try_get("commission_class")?,
-                    pv * l.quantity,
-                )
-            }
-            None => (String::new(), String::new(), String::new(), Decimal::ZERO),
-        };
-        lines.push(SalesLine {
-            line_id: l.line_id.clone(),
-            sku_id,
-            category,
-            commission_class: class,
-            quantity: l.quantity,
-            net: l.net,
-            pv,
-        });
-    }
-    Ok(lines)
+/// The SKU mappings this projection knows for the platform SKUs of a run's orders, loaded with
+/// one query per [`ROWS_PER_STATEMENT`] SKUs: each line is then classified in memory, as
+/// `effective_from <= placed_at ORDER BY effective_from DESC LIMIT 1` would.
+#[derive(Default)]
+struct KnownMappings {
+    /// (platform, platform SKU) -> its mappings, in no particular order.
+    by_sku: HashMap<(String, String), Vec<KnownMapping>>,
 }
 
-async fn learn_order(
-    tx: &mut Tx<'_>,
-    generation: u32,
+/// One row of `bi_sku_mappings`, as the classification needs it.
+struct KnownMapping {
+    effective_from: String,
+    sku_id: String,
+    category: String,
+    class: String,
+    pv_per_unit: Option<String>,
+}
+
+impl KnownMappings {
+    async fn load(
+        tx: &mut Tx<'_>,
+        generation: u32,
+        facts: &[(String, Learnt)],
+    ) -> Result<KnownMappings, ProjectionError> {
+        let skus: BTreeSet<&str> = facts
+            .iter()
+            .filter_map(|(_, (_, _, fact))| match fact {
+                Fact::Order(e) => match e.as_ref() {
+                    OrderEvent::OrderPlaced { net_lines, .. }
+                    | OrderEvent::OrderRevised { net_lines, .. } => Some(net_lines),
+                    _ => None,
+                },
+                Fact::Parking(_) => None,
+            })
+            .flatten()
+            .map(|l| l.platform_sku.trim())
+            .collect();
+        let skus: Vec<&str> = skus.into_iter().collect();
+        let mappings = table(SKU_MAPPINGS, generation);
+        let mut known = KnownMappings::default();
+        for chunk in skus.chunks(ROWS_PER_STATEMENT) {
+            let list = (1..=chunk.len())
+                .map(|i| format!("${i}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!(
+                "SELECT platform, platform_sku, effective_from, sku_id, category, \
+                 commission_class, pv_per_unit FROM {mappings} WHERE platform_sku IN ({list})"
+            );
+            let mut query = sqlx::query(&sql);
+            for sku in chunk {
+                query = query.bind(*sku);
+            }
+            for row in query.fetch_all(&mut **tx).await? {
+                known
+                    .by_sku
+                    .entry((row.try_get("platform")?, row.try_get("platform_sku")?))
+                    .or_default()
+                    .push(KnownMapping {
+                        effective_from: row.try_get("effective_from")?,
+                        sku_id: row.try_get("sku_id")?,
+                        category: row.try_get("category")?,
+                        class: row.try_get("commission_class")?,
+                        pv_per_unit: row.try_get("pv_per_unit")?,
+                    });
+            }
+        }
+        Ok(known)
+    }
+
+    /// The lines of an order, classified with the catalog as this projection knows it.
+    fn classify(
+        &self,
+        details: &OrderDetails,
+        net_lines: &[NetLine],
+    ) -> Result<Vec<SalesLine>, ProjectionError> {
+        let placed_at = time_to_sql(details.placed_at);
+        let mut lines = Vec::with_capacity(net_lines.len());
+        for l in net_lines {
+            let key = (
+                details.key.platform.as_str().to_string(),
+                l.platform_sku.trim().to_string(),
+            );
+            let mapping = self
+                .by_sku
+                .get(&key)
+                .into_iter()
+                .flatten()
+                .filter(|m| m.effective_from <= placed_at)
+                .max_by(|a, b| a.effective_from.cmp(&b.effective_from));
+            let (sku_id, category, class, pv) = match mapping {
+                Some(m) => {
+                    let pv = m
+                        .pv_per_unit
+                        .as_ref()
+                        .map(|p| {
+                            p.parse::<Decimal>()
+                                .map_err(|e| ProjectionError::Corrupt(format!("pv {p:?}: {e}")))
+                        })
+                        .transpose()?
+                        .unwrap_or_default();
+                    (
+                        m.sku_id.clone(),
+                        m.category.clone(),
+                        m.class.clone(),
+                        pv * l.quantity,
+                    )
+                }
+                None => (String::new(), String::new(), String::new(), Decimal::ZERO),
+            };
+            lines.push(SalesLine {
+                line_id: l.line_id.clone(),
+                sku_id,
+                category,
+                commission_class: class,
+                quantity: l.quantity,
+                net: l.net,
+                pv,
+            });
+        }
+        Ok(lines)
+    }
+}
+
+fn learn_order(
+    mappings: &KnownMappings,
     book: &mut OrderBook,
     event: OrderEvent,
 ) -> Result<(), ProjectionError> {
@@ -867,7 +939,7 @@ async fn learn_order(
             book.platform = Some(details.key.platform.as_str().to_string());
             book.shop = Some(details.key.shop.as_str().to_string());
             book.order_id = Some(details.key.order_id.as_str().to_string());
-            book.lines = classify(tx, generation, &details, &net_lines).await?;
+            book.lines = mappings.classify(&details, &net_lines)?;
             book.details = Some(details);
             book.net_lines = net_lines;
         }

@@ -245,7 +245,27 @@ struct Derived {
     differences: Vec<Found>,
 }
 
+/// What an order's rows in `reconciliation_differences` hold: unchanged rows are not rewritten.
+#[derive(Debug, PartialEq, Eq)]
+struct DifferenceRows {
+    found: Vec<Found>,
+    day: String,
+    platform: String,
+    shop: String,
+    currency: String,
+}
+
 impl Derived {
+    fn difference_rows(&self) -> DifferenceRows {
+        DifferenceRows {
+            found: self.differences.clone(),
+            day: self.day.clone(),
+            platform: self.platform.clone(),
+            shop: self.shop.clone(),
+            currency: self.currency.clone(),
+        }
+    }
+
     fn of(stream: &str, book: &OrderBook) -> Derived {
         let mut d = Derived {
             day: book.day(),
@@ -602,13 +622,19 @@ impl Projection for ReconciliationProjection {
         let mut saved = Vec::with_capacity(orders.len());
         for (stream, facts) in orders {
             let Some(first) = facts.first() else { continue };
-            let (mut book, old, mut last) = match stored.remove(&stream) {
+            let (mut book, old, old_rows, mut last) = match stored.remove(&stream) {
                 Some(row) => {
                     let book: OrderBook = serde_json::from_str(&row.state).map_err(|e| {
                         ProjectionError::Corrupt(format!("reconciliation state of {stream}: {e}"))
                     })?;
-                    let old = daily_contribution(&book, &Derived::of(&stream, &book))?;
-                    (book, old, row.last_position)
+                    let derived = Derived::of(&stream, &book);
+                    let old = daily_contribution(&book, &derived)?;
+                    (
+                        book,
+                        old,
+                        Some(derived.difference_rows()),
+                        row.last_position,
+                    )
                 }
                 None => (
                     OrderBook {
@@ -616,6 +642,7 @@ impl Projection for ReconciliationProjection {
                         ..OrderBook::default()
                     },
                     Contributions::new(),
+                    None,
                     i64::MIN,
                 ),
             };
@@ -646,7 +673,14 @@ impl Projection for ReconciliationProjection {
                 &daily_contribution(&book, &derived)?,
             )?;
             write_order(tx, generation, &stream, &book, &derived, last).await?;
-            write_differences(tx, generation, &stream, &derived).await?;
+            let rows = derived.difference_rows();
+            let unchanged = match &old_rows {
+                Some(old_rows) => *old_rows == rows,
+                None => rows.found.is_empty(),
+            };
+            if !unchanged {
+                write_differences(tx, generation, &stream, &derived).await?;
+            }
             let text = serde_json::to_string(&book)
                 .map_err(|e| ProjectionError::Corrupt(format!("reconciliation state: {e}")))?;
             saved.push((stream, text, last));

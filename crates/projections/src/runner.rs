@@ -57,8 +57,9 @@ use crate::store::{affected, ReadStore};
 pub const DEFAULT_PAGE_SIZE: usize = 500;
 /// How long a live projection waits after an event for more to commit with it. Bounds its
 /// commits (and fsyncs) to one per linger per projection at any rate, for at most this much
-/// lag (the target is a lag p99 under a second).
-pub const LIVE_BATCH_LINGER: std::time::Duration = std::time::Duration::from_millis(20);
+/// lag (the target is a lag p99 under a second). A longer linger also folds more of an order's
+/// events (its facts, then its postings) into one batch, so its book is written once.
+pub const LIVE_BATCH_LINGER: std::time::Duration = std::time::Duration::from_millis(100);
 /// Events read per page while looking for the head.
 const HEAD_SCAN_PAGE: usize = 1_000;
 /// While catching up, the head is looked for at most this many pages ahead (so a projection
