@@ -1,9 +1,10 @@
 //! The last position written in each stream category, kept in memory by the writer so that a
-//! read of `$all` filtered by category can answer "nothing new" without a query.
+//! subscription's read of `$all` filtered by category can answer "nothing new" without a query.
 //!
 //! Most `$all` reads of a busy store are subscribers woken by a commit to some other category
-//! (the ledger woken by an order event, the company model refreshing before each decision):
-//! they would run a query that returns nothing. The writer records a category's position after
+//! (the ledger woken by an order event): they would run a query that returns nothing. Plain
+//! reads (`EventStore::read_all`) always query: they may be looking for another process's
+//! events (a `network import` beside a running server) before this writer commits again. The writer records a category's position after
 //! COMMIT and before it publishes the new head, so a reader that saw head `h` and finds every
 //! category of its filter at or below its own position knows that no matching event lies in
 //! `(after, h]`. Categories not written since the store was opened count as written at the

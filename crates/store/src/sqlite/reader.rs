@@ -67,6 +67,23 @@ impl Reader {
         rows.iter().map(decode).collect()
     }
 
+    /// [`Reader::read_all`] for a subscription: empty, without a query, when
+    /// this process's writer has committed nothing passing `filter` after
+    /// `after` (see `heads`). Only for subscriptions, which this writer's
+    /// commits wake: a foreign append is read at this writer's next commit,
+    /// while a plain read always looks at the file.
+    pub(crate) async fn read_new(
+        &self,
+        after: u64,
+        filter: &StreamFilter,
+        max_count: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        if !self.heads.may_have_after(filter, after) {
+            return Ok(Vec::new());
+        }
+        self.read_all(after, filter, max_count).await
+    }
+
     /// Events with position > `after` passing `filter`, in position order.
     /// `filter` and `max_count` are already validated.
     pub(crate) async fn read_all(
@@ -76,9 +93,6 @@ impl Reader {
         max_count: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         if max_count == 0 {
-            return Ok(Vec::new());
-        }
-        if !self.heads.may_have_after(filter, after) {
             return Ok(Vec::new());
         }
         let Ok(after) = i64::try_from(after) else {

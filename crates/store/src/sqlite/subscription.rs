@@ -75,7 +75,7 @@ async fn next(mut state: State) -> Option<(Result<RecordedEvent, StoreError>, St
         let head_seen = *state.head.borrow_and_update();
         let page = match state
             .reader
-            .read_all(state.checkpoint, &state.filter, SUBSCRIPTION_PAGE_SIZE)
+            .read_new(state.checkpoint, &state.filter, SUBSCRIPTION_PAGE_SIZE)
             .await
         {
             Ok(page) => page,
