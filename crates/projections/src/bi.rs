@@ -79,8 +79,8 @@ use upline_store::RecordedEvent;
 use crate::error::ProjectionError;
 use crate::projection::Projection;
 use crate::shared::{
-    self, add, add_change, books, day_of, e6_rounded, month_of, Aggregate, Contributions, Key,
-    ROWS_PER_STATEMENT,
+    self, add, add_change, books, day_of, e6_rounded, month_of, placeholders, Aggregate,
+    Contributions, Key, ROWS_PER_STATEMENT,
 };
 use crate::sql::{
     day_from_sql, day_to_sql, e6_column, execute_all, position_to_sql, table, time_from_sql,
@@ -845,13 +845,10 @@ impl KnownMappings {
         let mappings = table(SKU_MAPPINGS, generation);
         let mut known = KnownMappings::default();
         for chunk in skus.chunks(ROWS_PER_STATEMENT) {
-            let list = (1..=chunk.len())
-                .map(|i| format!("${i}"))
-                .collect::<Vec<_>>()
-                .join(", ");
+            let list = placeholders(1, chunk.len());
             let sql = format!(
                 "SELECT platform, platform_sku, effective_from, sku_id, category, \
-                 commission_class, pv_per_unit FROM {mappings} WHERE platform_sku IN ({list})"
+                 commission_class, pv_per_unit FROM {mappings} WHERE platform_sku IN {list}"
             );
             let mut query = sqlx::query(&sql);
             for sku in chunk {

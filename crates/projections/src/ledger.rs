@@ -52,7 +52,7 @@ use upline_store::RecordedEvent;
 
 use crate::error::ProjectionError;
 use crate::projection::Projection;
-use crate::shared::{values_list, ROWS_PER_STATEMENT};
+use crate::shared::{placeholders, values_list, ROWS_PER_STATEMENT};
 use crate::sql::{
     from_e6_scaled, position_from_sql, position_to_sql, table, time_from_sql, time_to_sql, to_e6,
     Tx,
@@ -341,13 +341,10 @@ async fn write_balances(
     let distributors: BTreeSet<&str> = booked.iter().map(|e| e.distributor.as_str()).collect();
     let distributors: Vec<&str> = distributors.into_iter().collect();
     for chunk in distributors.chunks(ROWS_PER_STATEMENT * 4) {
-        let list = (1..=chunk.len())
-            .map(|i| format!("${i}"))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let list = placeholders(1, chunk.len());
         let sql = format!(
             "SELECT distributor_id, currency, earned_e6, reversed_e6, paid_e6, entries \
-             FROM {balances} WHERE distributor_id IN ({list})"
+             FROM {balances} WHERE distributor_id IN {list}"
         );
         let mut query = sqlx::query(&sql);
         for distributor in chunk {

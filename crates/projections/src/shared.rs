@@ -249,7 +249,7 @@ pub mod books {
 
     use sqlx::Row;
 
-    use super::{values_list, ROWS_PER_STATEMENT};
+    use super::{placeholders, values_list, ROWS_PER_STATEMENT};
     use crate::error::ProjectionError;
     use crate::sql::Tx;
 
@@ -284,13 +284,10 @@ pub mod books {
     ) -> Result<HashMap<String, Stored>, ProjectionError> {
         let mut found = HashMap::with_capacity(streams.len());
         for chunk in streams.chunks(ROWS_PER_STATEMENT * 4) {
-            let list = (1..=chunk.len())
-                .map(|i| format!("${i}"))
-                .collect::<Vec<_>>()
-                .join(", ");
+            let list = placeholders(1, chunk.len());
             let sql = format!(
                 "SELECT order_stream, state, last_position FROM {state_table} \
-                 WHERE order_stream IN ({list})"
+                 WHERE order_stream IN {list}"
             );
             let mut query = sqlx::query(&sql);
             for stream in chunk {
