@@ -249,8 +249,8 @@ impl Entry {
     }
 }
 
-/// Entries per insert: two rows of 14 parameters each.
-const ENTRIES_PER_STATEMENT: usize = 100;
+/// Entries per insert: two rows of 15 parameters each (kept small: see `ROWS_PER_STATEMENT`).
+const ENTRIES_PER_STATEMENT: usize = 16;
 
 /// Inserts both lines of every entry (nothing for an entry written before) and returns the
 /// entries written now, which the balances must count.
