@@ -633,8 +633,8 @@ impl Projection for BiProjection {
     }
 }
 
-/// An order event or parking of the run: (position, recorded at, what it says).
-type Learnt = (i64, DateTime<Utc>, Fact);
+/// An order event or parking of the run.
+type Learnt = books::Dated<Fact>;
 
 /// Folds `facts` into their orders' books (each loaded and saved once) and writes the orders'
 /// rows and the aggregates' changes.
@@ -650,42 +650,38 @@ async fn fold_orders(
     let orders = books::by_order(facts);
     let state_table = table(STATE, generation);
     let streams: Vec<&str> = orders.iter().map(|(stream, _)| stream.as_str()).collect();
-    let mut stored = books::load(tx, &state_table, &streams).await?;
+    let mut stored: HashMap<String, (OrderBook, i64)> =
+        books::load(tx, NAME, &state_table, &streams).await?;
     let mut changes = Parts::default();
     let mut saved = Vec::with_capacity(orders.len());
     for (stream, facts) in orders {
-        let Some(first) = facts.first() else { continue };
-        let (mut book, old, mut last) = match stored.remove(&stream) {
-            Some(row) => {
-                let book: OrderBook = serde_json::from_str(&row.state)
-                    .map_err(|e| ProjectionError::Corrupt(format!("bi state of {stream}: {e}")))?;
+        let Some(&(_, first_at, _)) = facts.first() else {
+            continue;
+        };
+        let (mut book, old, last) = match stored.remove(&stream) {
+            Some((book, last)) => {
                 let old = contributions(&book)?;
-                (book, old, row.last_position)
+                (book, old, last)
             }
             None => (
                 OrderBook {
-                    first_day: day_of(first.1),
+                    first_day: day_of(first_at),
                     ..OrderBook::default()
                 },
                 Parts::default(),
                 i64::MIN,
             ),
         };
-        let mut learnt = false;
-        for (position, recorded_at, fact) in facts {
-            if position <= last {
-                continue; // applied before
-            }
+        let facts = books::unfolded(facts, last);
+        let Some(&(last, ..)) = facts.last() else {
+            continue; // all applied before
+        };
+        for (_, recorded_at, fact) in facts {
             match fact {
                 Fact::Order(e) => learn_order(&mappings, &mut book, *e)?,
                 Fact::Parking(e) => learn_parking(&mut book, *e),
             }
             book.last_recorded_at = Some(recorded_at);
-            learnt = true;
-            last = position;
-        }
-        if !learnt {
-            continue;
         }
         let new = contributions(&book)?;
         add_change(&mut changes.sales, &old.sales, &new.sales)?;
@@ -696,11 +692,9 @@ async fn fold_orders(
         )?;
         add_change(&mut changes.commissions, &old.commissions, &new.commissions)?;
         write_order(tx, generation, &stream, &book, last).await?;
-        let text = serde_json::to_string(&book)
-            .map_err(|e| ProjectionError::Corrupt(format!("bi state: {e}")))?;
-        saved.push((stream, text, last));
+        saved.push((stream, book, last));
     }
-    books::save(tx, &state_table, &saved).await?;
+    books::save(tx, NAME, &state_table, &saved).await?;
     let (sales, distributors, commissions) = (
         table(SALES, generation),
         table(DISTRIBUTORS, generation),

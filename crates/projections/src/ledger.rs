@@ -326,6 +326,16 @@ struct Held {
     updated_at: String,
 }
 
+impl Held {
+    /// earned − reversed − paid; `None` on overflow. Checked once, when written: `reversed`
+    /// and `paid` only grow, so a balance overflowing part-way overflows at the end too.
+    fn balance(&self) -> Option<i64> {
+        self.earned
+            .checked_sub(self.reversed)
+            .and_then(|b| b.checked_sub(self.paid))
+    }
+}
+
 /// Adds the `booked` entries to their balances: the changed balances are read with a few
 /// queries, summed with overflow checks, and written back with a few multi-row upserts.
 async fn write_balances(
@@ -366,12 +376,9 @@ async fn write_balances(
     let mut changed: BTreeMap<(String, String), Held> = BTreeMap::new();
     for entry in booked {
         let key = (entry.distributor.clone(), entry.currency.code().to_string());
-        let balance = match changed.entry(key.clone()) {
-            std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
-            std::collections::btree_map::Entry::Vacant(v) => {
-                v.insert(held.remove(&key).unwrap_or_default())
-            }
-        };
+        let balance = changed
+            .entry(key.clone())
+            .or_insert_with(|| held.remove(&key).unwrap_or_default());
         let overflow = || ProjectionError::Overflow {
             what: format!("the balance of {} in {}", entry.distributor, entry.currency),
         };
@@ -389,11 +396,6 @@ async fn write_balances(
         balance.entries += 1;
         balance.last_position = entry.position;
         balance.updated_at.clone_from(&entry.recorded_at);
-        balance
-            .earned
-            .checked_sub(balance.reversed)
-            .and_then(|b| b.checked_sub(balance.paid))
-            .ok_or_else(overflow)?;
     }
     let changed: Vec<_> = changed.into_iter().collect();
     for chunk in changed.chunks(ROWS_PER_STATEMENT) {
@@ -409,8 +411,9 @@ async fn write_balances(
         );
         let mut query = sqlx::query(&sql);
         for ((distributor, currency), b) in chunk {
-            // Checked above, entry by entry.
-            let balance = b.earned - b.reversed - b.paid;
+            let balance = b.balance().ok_or_else(|| ProjectionError::Overflow {
+                what: format!("the balance of {distributor} in {currency}"),
+            })?;
             query = query
                 .bind(distributor.as_str())
                 .bind(currency.as_str())

@@ -87,7 +87,7 @@
 //! FROM reconciliation_daily ORDER BY day;
 //! ```
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::NaiveDate;
 use rust_decimal::{Decimal, RoundingStrategy};
@@ -617,28 +617,23 @@ impl Projection for ReconciliationProjection {
         let orders = books::by_order(facts);
         let state_table = table(STATE, generation);
         let streams: Vec<&str> = orders.iter().map(|(stream, _)| stream.as_str()).collect();
-        let mut stored = books::load(tx, &state_table, &streams).await?;
+        let mut stored: HashMap<String, (OrderBook, i64)> =
+            books::load(tx, NAME, &state_table, &streams).await?;
         let mut daily_changes = Contributions::new();
         let mut saved = Vec::with_capacity(orders.len());
         for (stream, facts) in orders {
-            let Some(first) = facts.first() else { continue };
-            let (mut book, old, old_rows, mut last) = match stored.remove(&stream) {
-                Some(row) => {
-                    let book: OrderBook = serde_json::from_str(&row.state).map_err(|e| {
-                        ProjectionError::Corrupt(format!("reconciliation state of {stream}: {e}"))
-                    })?;
+            let Some(&(_, first_at, _)) = facts.first() else {
+                continue;
+            };
+            let (mut book, old, old_rows, last) = match stored.remove(&stream) {
+                Some((book, last)) => {
                     let derived = Derived::of(&stream, &book);
                     let old = daily_contribution(&book, &derived)?;
-                    (
-                        book,
-                        old,
-                        Some(derived.difference_rows()),
-                        row.last_position,
-                    )
+                    (book, old, Some(derived.difference_rows()), last)
                 }
                 None => (
                     OrderBook {
-                        first_day: day_of(first.1),
+                        first_day: day_of(first_at),
                         ..OrderBook::default()
                     },
                     Contributions::new(),
@@ -646,22 +641,17 @@ impl Projection for ReconciliationProjection {
                     i64::MIN,
                 ),
             };
+            let facts = books::unfolded(facts, last);
+            let Some(&(last, ..)) = facts.last() else {
+                continue; // all applied before
+            };
             // What each beneficiary should hold follows from the order's own facts only: a
             // posting (most of the events read here) changes what was posted, never what is
             // expected, so the engine runs again only when the order's facts changed, and once
             // for all of them.
-            let mut learnt = false;
             let mut expected_changed = false;
-            for (position, _, fact) in facts {
-                if position <= last {
-                    continue; // applied before
-                }
+            for (_, _, fact) in facts {
                 expected_changed |= learn(&mut book, fact) == Changes::Expected;
-                learnt = true;
-                last = position;
-            }
-            if !learnt {
-                continue;
             }
             if expected_changed {
                 book.recompute();
@@ -681,11 +671,9 @@ impl Projection for ReconciliationProjection {
             if !unchanged {
                 write_differences(tx, generation, &stream, &derived).await?;
             }
-            let text = serde_json::to_string(&book)
-                .map_err(|e| ProjectionError::Corrupt(format!("reconciliation state: {e}")))?;
-            saved.push((stream, text, last));
+            saved.push((stream, book, last));
         }
-        books::save(tx, &state_table, &saved).await?;
+        books::save(tx, NAME, &state_table, &saved).await?;
         let daily = table(DAILY, generation);
         Aggregate {
             table: &daily,

@@ -250,16 +250,25 @@ pub fn page_limit(limit: u32, default: u32, max: u32) -> u32 {
 pub mod books {
     use std::collections::HashMap;
 
+    use chrono::{DateTime, Utc};
+    use serde::de::DeserializeOwned;
+    use serde::Serialize;
     use sqlx::Row;
 
     use super::{placeholders, values_list, ROWS_PER_STATEMENT};
     use crate::error::ProjectionError;
     use crate::sql::Tx;
 
-    /// A stored book: its JSON and the position of the last event folded into it.
-    pub struct Stored {
-        pub state: String,
-        pub last_position: i64,
+    /// A fact of a batch about an order: (position, recorded at, what it says).
+    pub type Dated<F> = (i64, DateTime<Utc>, F);
+
+    /// The facts not folded into a book yet: those after `last_position` (a replayed event
+    /// is folded once).
+    pub fn unfolded<F>(facts: Vec<Dated<F>>, last_position: i64) -> Vec<Dated<F>> {
+        facts
+            .into_iter()
+            .filter(|(position, ..)| *position > last_position)
+            .collect()
     }
 
     /// A batch's items grouped by order stream, each group in the batch's order, the groups in
@@ -279,12 +288,14 @@ pub mod books {
         groups
     }
 
-    /// The stored books of `streams` in `state_table` (those that have one).
-    pub async fn load(
+    /// The stored books of `streams` in `state_table` (those that have one), each with the
+    /// position of the last event folded into it. `projection` names it in errors.
+    pub async fn load<B: DeserializeOwned>(
         tx: &mut Tx<'_>,
+        projection: &str,
         state_table: &str,
         streams: &[&str],
-    ) -> Result<HashMap<String, Stored>, ProjectionError> {
+    ) -> Result<HashMap<String, (B, i64)>, ProjectionError> {
         let mut found = HashMap::with_capacity(streams.len());
         for chunk in streams.chunks(ROWS_PER_STATEMENT * 4) {
             let list = placeholders(1, chunk.len());
@@ -297,26 +308,33 @@ pub mod books {
                 query = query.bind(*stream);
             }
             for row in query.fetch_all(&mut **tx).await? {
-                found.insert(
-                    row.try_get("order_stream")?,
-                    Stored {
-                        state: row.try_get("state")?,
-                        last_position: row.try_get("last_position")?,
-                    },
-                );
+                let stream: String = row.try_get("order_stream")?;
+                let state: String = row.try_get("state")?;
+                let book = serde_json::from_str(&state).map_err(|e| {
+                    ProjectionError::Corrupt(format!("{projection} state of {stream}: {e}"))
+                })?;
+                found.insert(stream, (book, row.try_get("last_position")?));
             }
         }
         Ok(found)
     }
 
-    /// Saves `books` (order stream, JSON, last position) into `state_table`, replacing what
-    /// was there.
-    pub async fn save(
+    /// Saves `books` (order stream, book, last position folded) into `state_table`, replacing
+    /// what was there.
+    pub async fn save<B: Serialize>(
         tx: &mut Tx<'_>,
+        projection: &str,
         state_table: &str,
-        books: &[(String, String, i64)],
+        books: &[(String, B, i64)],
     ) -> Result<(), ProjectionError> {
         for chunk in books.chunks(ROWS_PER_STATEMENT) {
+            let states = chunk
+                .iter()
+                .map(|(_, book, _)| {
+                    serde_json::to_string(book)
+                        .map_err(|e| ProjectionError::Corrupt(format!("{projection} state: {e}")))
+                })
+                .collect::<Result<Vec<String>, _>>()?;
             let sql = format!(
                 "INSERT INTO {state_table} (order_stream, state, last_position) VALUES {} \
                  ON CONFLICT (order_stream) DO UPDATE SET state = excluded.state, \
@@ -324,7 +342,7 @@ pub mod books {
                 values_list(chunk.len(), 3)
             );
             let mut query = sqlx::query(&sql);
-            for (stream, state, position) in chunk {
+            for ((stream, _, position), state) in chunk.iter().zip(&states) {
                 query = query
                     .bind(stream.as_str())
                     .bind(state.as_str())
