@@ -41,7 +41,7 @@ pub(crate) fn exists(field: &str, message: impl Display) -> Status {
 pub(crate) fn store_error(e: StoreError) -> Status {
     let message = format!("event store: {e}");
     match e {
-        StoreError::WrongExpectedRevision { .. } => {
+        StoreError::WrongExpectedRevision { .. } | StoreError::NotAttempted { .. } => {
             Status::aborted(format!("{message}; safe to retry"))
         }
         StoreError::Closed | StoreError::Database { .. } => Status::unavailable(message),

@@ -29,13 +29,13 @@ use uuid::Uuid;
 
 use crate::error::{Limit, StoreError};
 use crate::limits::{
-    MAX_APPEND_BYTES, MAX_EVENTS_PER_APPEND, MAX_EVENT_BYTES, MAX_EVENT_TYPE_BYTES,
-    MAX_FILTER_PREFIXES, MAX_READ_COUNT, MAX_STREAM_NAME_BYTES,
+    MAX_APPENDS_IN_ORDER, MAX_APPEND_BYTES, MAX_EVENTS_PER_APPEND, MAX_EVENT_BYTES,
+    MAX_EVENT_TYPE_BYTES, MAX_FILTER_PREFIXES, MAX_READ_COUNT, MAX_STREAM_NAME_BYTES,
 };
 use crate::port::EventStore;
 use crate::types::{
-    AllStart, AppendResult, Direction, EventData, ExpectedRevision, RecordedEvent, StreamFilter,
-    StreamStart,
+    AllStart, Append, AppendResult, Direction, EventData, ExpectedRevision, RecordedEvent,
+    StreamFilter, StreamStart,
 };
 
 /// Opens the store under test. Opening again after the previous handle was
@@ -61,6 +61,7 @@ macro_rules! conformance_tests {
             subscription_with_concurrent_appenders,
             close_and_reopen,
             limits_are_refused,
+            append_in_order_keeps_the_order_given,
         );
     };
     (@each $factory:expr; $($check:ident),+ $(,)?) => {
@@ -999,5 +1000,123 @@ pub async fn limits_are_refused<F: StoreFactory + ?Sized>(factory: &F) {
         None,
         "refused appends write nothing"
     );
+    store.close().await.expect("close");
+}
+
+/// Given many small appends over a few streams, when they are made with
+/// `append_in_order`, then each is answered as `append` would answer it and
+/// the events take positions in the order given (across group commits). When
+/// one fails, none after it is made; more than the limit is refused whole.
+pub async fn append_in_order_keeps_the_order_given<F: StoreFactory + ?Sized>(factory: &F) {
+    let store = open(factory).await;
+    let prefix = unique_prefix("in-order");
+    // More than one writer batch, so the order must hold across commits.
+    let count = 600;
+    let stream_of = |i: usize| format!("{prefix}s-{}", i % 7);
+    let appends: Vec<Append> = (0..count)
+        .map(|i| Append {
+            stream: stream_of(i),
+            expected: ExpectedRevision::Any,
+            events: vec![event(i)],
+        })
+        .collect();
+    let results = within("append in order", store.append_in_order(appends))
+        .await
+        .expect("append in order");
+    assert_eq!(results.len(), count);
+    let mut last_position = 0;
+    for (i, result) in results.iter().enumerate() {
+        let written = result.as_ref().expect("every append is made");
+        assert_eq!(
+            written.next_expected_revision,
+            (i / 7) as u64,
+            "append {i}'s revision"
+        );
+        assert!(
+            written.position > last_position,
+            "append {i} took a position before an earlier one"
+        );
+        last_position = written.position;
+    }
+    let filter = StreamFilter::prefix(prefix.clone());
+    let in_all = |read: Vec<RecordedEvent>| -> Vec<serde_json::Value> {
+        read.iter()
+            .map(|e| e.json::<serde_json::Value>().expect("json"))
+            .collect()
+    };
+    let numbered = |range: std::ops::Range<usize>| -> Vec<serde_json::Value> {
+        range.map(|n| serde_json::json!({ "n": n })).collect()
+    };
+    let read = read_all_pages(store.as_ref(), AllStart::Start, &filter, 100).await;
+    assert_eq!(
+        in_all(read),
+        numbered(0..count),
+        "$all holds them in the order given"
+    );
+
+    // One with a wrong expectation stops the rest.
+    let stopped = format!("{prefix}stopped/");
+    let refused = 3;
+    let appends: Vec<Append> = (0..10)
+        .map(|i| Append {
+            stream: format!("{stopped}{i}"),
+            expected: if i == refused {
+                ExpectedRevision::Exact(41)
+            } else {
+                ExpectedRevision::NoStream
+            },
+            events: vec![event(i)],
+        })
+        .collect();
+    let results = store
+        .append_in_order(appends)
+        .await
+        .expect("append in order");
+    for (i, result) in results.iter().enumerate() {
+        let stream = format!("{stopped}{i}");
+        match i.cmp(&refused) {
+            std::cmp::Ordering::Less => assert!(result.is_ok(), "append {i}: {result:?}"),
+            std::cmp::Ordering::Equal => assert_eq!(
+                result.as_ref().err(),
+                Some(&wrong(&stream, ExpectedRevision::Exact(41), None))
+            ),
+            std::cmp::Ordering::Greater => assert_eq!(
+                result.as_ref().err(),
+                Some(&StoreError::NotAttempted {
+                    stream,
+                    failed: refused
+                }),
+                "append {i}"
+            ),
+        }
+    }
+    let read = read_all_pages(
+        store.as_ref(),
+        AllStart::Start,
+        &StreamFilter::prefix(stopped),
+        100,
+    )
+    .await;
+    assert_eq!(
+        in_all(read),
+        numbered(0..refused),
+        "nothing after the failed append is stored"
+    );
+
+    let too_many: Vec<Append> = (0..=MAX_APPENDS_IN_ORDER)
+        .map(|i| Append {
+            stream: format!("{prefix}too-many"),
+            expected: ExpectedRevision::Any,
+            events: vec![event(i)],
+        })
+        .collect();
+    assert_limit(
+        store.append_in_order(too_many).await.map(|_| ()),
+        Limit::AppendsInOrder,
+        MAX_APPENDS_IN_ORDER,
+    );
+    assert!(read_forwards(store.as_ref(), &format!("{prefix}too-many"))
+        .await
+        .is_empty());
     store.close().await.expect("close");
 }

@@ -23,6 +23,8 @@ pub enum Limit {
     ReadCount,
     /// [`crate::limits::MAX_FILTER_PREFIXES`].
     FilterPrefixes,
+    /// [`crate::limits::MAX_APPENDS_IN_ORDER`].
+    AppendsInOrder,
 }
 
 impl std::fmt::Display for Limit {
@@ -34,6 +36,7 @@ impl std::fmt::Display for Limit {
             Limit::EventTypeBytes => "bytes per event type",
             Limit::ReadCount => "events per read",
             Limit::FilterPrefixes => "prefixes per filter",
+            Limit::AppendsInOrder => "appends per ordered call",
         };
         f.write_str(name)
     }
@@ -91,6 +94,14 @@ pub enum StoreError {
     #[error("event store is closed")]
     Closed,
 
+    /// An append of [`crate::EventStore::append_in_order`] that was not made
+    /// because an earlier one of the same call failed (`failed` is that one's
+    /// index): what follows a failed append may depend on it.
+    #[error(
+        "append to stream {stream:?} not made: append {failed} of the same ordered call failed"
+    )]
+    NotAttempted { stream: String, failed: usize },
+
     /// The underlying database failed; `message` is its error text.
     #[error("database error: {message}")]
     Database { message: String },
@@ -126,6 +137,7 @@ impl StoreError {
             self,
             StoreError::Database { .. }
                 | StoreError::Closed
+                | StoreError::NotAttempted { .. }
                 | StoreError::WrongExpectedRevision { .. }
         )
     }

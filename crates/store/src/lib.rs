@@ -32,6 +32,6 @@ pub use futures::stream::{BoxStream, StreamExt};
 pub use port::EventStore;
 pub use sqlite::{SqliteEventStore, SqliteFactory, WriterStats};
 pub use types::{
-    stream_category, AllStart, AppendResult, Direction, EventData, ExpectedRevision, RecordedEvent,
-    StreamFilter, StreamStart,
+    stream_category, AllStart, Append, AppendResult, Direction, EventData, ExpectedRevision,
+    RecordedEvent, StreamFilter, StreamStart,
 };

@@ -37,6 +37,18 @@ pub const MAX_READ_COUNT: usize = 10_000;
 /// (or one ESDB filter term); projections need a handful.
 pub const MAX_FILTER_PREFIXES: usize = 64;
 
+/// Appends in one [`crate::EventStore::append_in_order`] call. Bounds what a
+/// caller holds in flight; an importer sends its appends in chunks of this.
+pub const MAX_APPENDS_IN_ORDER: usize = 4_096;
+
+/// Checks the number of appends of one ordered call.
+pub fn validate_appends_in_order(count: usize) -> Result<(), StoreError> {
+    if count > MAX_APPENDS_IN_ORDER {
+        return Err(exceeded(Limit::AppendsInOrder, MAX_APPENDS_IN_ORDER, count));
+    }
+    Ok(())
+}
+
 fn exceeded(limit: Limit, max: usize, actual: usize) -> StoreError {
     StoreError::LimitExceeded {
         limit,

@@ -5,8 +5,8 @@ use futures::stream::BoxStream;
 
 use crate::error::StoreError;
 use crate::types::{
-    AllStart, AppendResult, Direction, EventData, ExpectedRevision, RecordedEvent, StreamFilter,
-    StreamStart,
+    AllStart, Append, AppendResult, Direction, EventData, ExpectedRevision, RecordedEvent,
+    StreamFilter, StreamStart,
 };
 
 /// An EventStoreDB-shaped event store.
@@ -35,6 +35,46 @@ pub trait EventStore: Send + Sync {
         expected: ExpectedRevision,
         events: Vec<EventData>,
     ) -> Result<AppendResult, StoreError>;
+
+    /// Make `appends` one after the other: each is atomic and checked on its
+    /// own, exactly as [`EventStore::append`] would, and each one's events
+    /// take global positions after those of every append before it. The
+    /// first append that fails stops the rest: they are answered with
+    /// [`StoreError::NotAttempted`] and not made, since what follows may
+    /// depend on it (a sponsor registered before the distributors under
+    /// them). So what is stored is always a prefix of `appends`, less the
+    /// one that failed. Not a transaction over all of them: it is how an
+    /// importer keeps the order of many small appends while the store
+    /// commits them in groups. Returns one result per append, in order; at
+    /// most [`crate::limits::MAX_APPENDS_IN_ORDER`] appends per call (more is
+    /// a `LimitExceeded`, nothing appended).
+    ///
+    /// The default makes the appends one at a time.
+    async fn append_in_order(
+        &self,
+        appends: Vec<Append>,
+    ) -> Result<Vec<Result<AppendResult, StoreError>>, StoreError> {
+        crate::limits::validate_appends_in_order(appends.len())?;
+        let mut results = Vec::with_capacity(appends.len());
+        let mut failed = None;
+        for append in appends {
+            let result = match failed {
+                Some(failed) => Err(StoreError::NotAttempted {
+                    stream: append.stream,
+                    failed,
+                }),
+                None => {
+                    self.append(&append.stream, append.expected, append.events)
+                        .await
+                }
+            };
+            if result.is_err() && failed.is_none() {
+                failed = Some(results.len());
+            }
+            results.push(result);
+        }
+        Ok(results)
+    }
 
     /// Read up to `max_count` events of one stream. A missing stream reads
     /// as empty (not an error), like an empty aggregate.

@@ -106,6 +106,15 @@ impl RecordedEvent {
     }
 }
 
+/// One append of [`crate::EventStore::append_in_order`]: what
+/// [`crate::EventStore::append`] takes, as a value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Append {
+    pub stream: String,
+    pub expected: ExpectedRevision,
+    pub events: Vec<EventData>,
+}
+
 /// Outcome of a successful append (also of an idempotent retry, which returns
 /// exactly what the original append returned).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

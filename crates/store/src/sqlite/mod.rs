@@ -8,7 +8,8 @@
 //!   on the writer's head notification (`subscription.rs`).
 //!
 //! One `SqliteEventStore` per file: subscriptions are woken by *this*
-//! handle's writer only. The schema is documented in `SCHEMA.md`.
+//! handle's writer only. The schema is documented in ARCHITECTURE.md ("The
+//! embedded event store") and in `migrations/`.
 
 mod heads;
 mod reader;
@@ -29,21 +30,24 @@ use tokio::task::JoinHandle;
 
 use crate::conformance::StoreFactory;
 use crate::error::StoreError;
-use crate::limits::{validate_append, validate_filter, validate_read_count, validate_stream_name};
+use crate::limits::{
+    validate_append, validate_appends_in_order, validate_filter, validate_read_count,
+    validate_stream_name,
+};
 use crate::port::EventStore;
 use crate::types::{
-    AllStart, AppendResult, Direction, EventData, ExpectedRevision, RecordedEvent, StreamFilter,
-    StreamStart,
+    AllStart, Append, AppendResult, Direction, EventData, ExpectedRevision, RecordedEvent,
+    StreamFilter, StreamStart,
 };
 use reader::Reader;
-use writer::{Counters, PreparedEvent, WriteRequest, Writer};
+use writer::{Counters, OrderedCall, PreparedEvent, WriteRequest, Writer};
 
 pub use subscription::SUBSCRIPTION_PAGE_SIZE;
 pub use writer::{MAX_BATCH_BYTES, MAX_BATCH_EVENTS, MAX_BATCH_REQUESTS};
 
 /// Appends waiting for the writer. When full, `append` waits (backpressure)
 /// instead of queueing without bound.
-pub const WRITE_QUEUE_CAPACITY: usize = 1_024;
+pub const WRITE_QUEUE_CAPACITY: usize = 4_096;
 
 /// Payload bytes (data + metadata) of appends queued for or held by the
 /// writer. Together with [`WRITE_QUEUE_CAPACITY`] this bounds the memory of
@@ -51,6 +55,10 @@ pub const WRITE_QUEUE_CAPACITY: usize = 1_024;
 pub const MAX_QUEUED_BYTES: usize = 256 * 1024 * 1024;
 const _: () = assert!(MAX_QUEUED_BYTES >= crate::limits::MAX_APPEND_BYTES);
 const _: () = assert!(MAX_QUEUED_BYTES <= u32::MAX as usize);
+
+/// The write connection's page cache, as SQLite's `cache_size` pragma
+/// (negative: KiB): 64 MiB.
+const WRITER_CACHE_PRAGMA: &str = "-65536";
 
 /// Read connections. WAL readers run in parallel; a handful covers the
 /// projections and queries of one process on a small machine.
@@ -117,6 +125,14 @@ impl SqliteEventStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(BUSY_TIMEOUT)
+            // A batch is many INSERT statements in one transaction; each keeps
+            // a statement journal to undo itself alone, in memory rather than
+            // in a temporary file (it was a third of a bulk import's writes).
+            .pragma("temp_store", "MEMORY")
+            // The writer walks the stream and event-id indexes of every
+            // append: keep them cached as the store grows (SQLite's default
+            // is 2 MiB).
+            .pragma("cache_size", WRITER_CACHE_PRAGMA)
             .connect()
             .await?;
         // `run_direct` rather than `run`: `run`'s `Acquire` bound makes this
@@ -185,6 +201,43 @@ impl SqliteEventStore {
         }
     }
 
+    /// Checks an append and hands it to the writer (waiting while the queue
+    /// is full); the receiver gets the writer's answer.
+    async fn enqueue(
+        &self,
+        stream: &str,
+        expected: ExpectedRevision,
+        events: Vec<EventData>,
+        ordered: Option<(Arc<OrderedCall>, usize)>,
+    ) -> Result<oneshot::Receiver<Result<AppendResult, StoreError>>, StoreError> {
+        validate_append(stream, &events)?;
+        let sender = lock(&self.requests).clone().ok_or(StoreError::Closed)?;
+        let (events, bytes) = prepare(events)?;
+        // Validated: bytes <= MAX_APPEND_BYTES <= MAX_QUEUED_BYTES <= u32::MAX.
+        let permits = u32::try_from(bytes).map_err(|_| StoreError::LimitExceeded {
+            limit: crate::error::Limit::AppendBytes,
+            max: crate::limits::MAX_APPEND_BYTES as u64,
+            actual: bytes as u64,
+        })?;
+        let budget = Arc::clone(&self.queue_budget)
+            .acquire_many_owned(permits)
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        let (reply, answer) = oneshot::channel();
+        let request = WriteRequest {
+            stream: stream.to_owned(),
+            category: crate::types::stream_category(stream).to_owned(),
+            expected,
+            events,
+            bytes,
+            reply,
+            _budget: budget,
+            ordered,
+        };
+        sender.send(request).await.map_err(|_| StoreError::Closed)?;
+        Ok(answer)
+    }
+
     fn ensure_open(&self) -> Result<(), StoreError> {
         if self.closed.load(Ordering::Acquire) {
             return Err(StoreError::Closed);
@@ -205,6 +258,14 @@ impl SqliteEventStore {
         self.reader.pool.close().await;
         Ok(())
     }
+}
+
+/// The writer answers every request it takes; a dropped reply means it
+/// stopped (runtime shutting down).
+async fn answered(
+    answer: oneshot::Receiver<Result<AppendResult, StoreError>>,
+) -> Result<AppendResult, StoreError> {
+    answer.await.map_err(|_| StoreError::Closed)?
 }
 
 fn prepare(events: Vec<EventData>) -> Result<(Vec<PreparedEvent>, usize), StoreError> {
@@ -243,34 +304,50 @@ impl EventStore for SqliteEventStore {
         expected: ExpectedRevision,
         events: Vec<EventData>,
     ) -> Result<AppendResult, StoreError> {
-        validate_append(stream, &events)?;
-        let sender = lock(&self.requests).clone().ok_or(StoreError::Closed)?;
-        let (events, bytes) = prepare(events)?;
-        // Validated: bytes <= MAX_APPEND_BYTES <= MAX_QUEUED_BYTES <= u32::MAX.
-        let permits = u32::try_from(bytes).map_err(|_| StoreError::LimitExceeded {
-            limit: crate::error::Limit::AppendBytes,
-            max: crate::limits::MAX_APPEND_BYTES as u64,
-            actual: bytes as u64,
-        })?;
-        let budget = Arc::clone(&self.queue_budget)
-            .acquire_many_owned(permits)
-            .await
-            .map_err(|_| StoreError::Closed)?;
-        let (reply, answer) = oneshot::channel();
-        let request = WriteRequest {
-            stream: stream.to_owned(),
-            category: crate::types::stream_category(stream).to_owned(),
-            expected,
-            events,
-            bytes,
-            reply,
-            _budget: budget,
-        };
-        sender.send(request).await.map_err(|_| StoreError::Closed)?;
-        drop(sender);
-        // The writer answers every request it takes; a dropped reply means
-        // it stopped (runtime shutting down).
-        answer.await.map_err(|_| StoreError::Closed)?
+        let answer = self.enqueue(stream, expected, events, None).await?;
+        answered(answer).await
+    }
+
+    /// Every append is queued before any answer is awaited, from this one
+    /// task: the writer takes them in that order, so they group-commit (up to
+    /// its batch bounds) and their positions follow the order given.
+    async fn append_in_order(
+        &self,
+        appends: Vec<Append>,
+    ) -> Result<Vec<Result<AppendResult, StoreError>>, StoreError> {
+        validate_appends_in_order(appends.len())?;
+        let call = Arc::new(OrderedCall::new());
+        let mut answers = Vec::with_capacity(appends.len());
+        let mut refused = None;
+        for (index, append) in appends.into_iter().enumerate() {
+            let answer = match refused {
+                // Refused before reaching the writer: the rest is not sent.
+                Some(failed) => Err(StoreError::NotAttempted {
+                    stream: append.stream,
+                    failed,
+                }),
+                None => {
+                    let ordered = Some((Arc::clone(&call), index));
+                    let answer = self
+                        .enqueue(&append.stream, append.expected, append.events, ordered)
+                        .await;
+                    if answer.is_err() {
+                        call.fail(index);
+                        refused = Some(index);
+                    }
+                    answer
+                }
+            };
+            answers.push(answer);
+        }
+        let mut results = Vec::with_capacity(answers.len());
+        for answer in answers {
+            results.push(match answer {
+                Ok(answer) => answered(answer).await,
+                Err(error) => Err(error),
+            });
+        }
+        Ok(results)
     }
 
     async fn read_stream(

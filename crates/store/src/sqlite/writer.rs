@@ -11,9 +11,9 @@
 //! one more, and keeps the revisions up to date as it decides, so
 //! expected-revision checks happen *before* inserting: a request with a wrong
 //! expectation is answered with an error and never touches the other requests
-//! of its batch. The rows of every writing request of the batch then go in one
-//! multi-row `INSERT` (a few, past SQLite's bound-parameter limit): a batch
-//! costs a handful of statements however many streams it touches, which is
+//! of its batch. The rows of every writing request of the batch then go in
+//! multi-row `INSERT`s of [`ROWS_PER_INSERT`] rows: a batch costs a few
+//! statements per 32 events however many streams it touches, which is
 //! what lets the commission postings of many orders (one small append per
 //! beneficiary) share a commit cheaply. Only the rare paths (a retried append,
 //! a conflict) look at stored rows one request at a time, after writing what
@@ -26,7 +26,7 @@
 //! request, and nothing is committed until all of a batch is decided.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -46,12 +46,15 @@ const COLUMNS_PER_ROW: usize = 8;
 const MAX_BOUND_PARAMETERS: usize = 32_766;
 // A full-size append must fit one statement.
 const _: () = assert!(MAX_EVENTS_PER_APPEND * COLUMNS_PER_ROW <= MAX_BOUND_PARAMETERS);
-/// Rows per grouped `INSERT` statement.
-const ROWS_PER_INSERT: usize = MAX_BOUND_PARAMETERS / COLUMNS_PER_ROW;
+/// Rows per grouped `INSERT` statement. Small on purpose: sqlx's SQLite
+/// driver binds in time quadratic in a statement's parameters (it looks each
+/// one up by name), so 32 rows (256 parameters) cost far less per row than
+/// one statement of thousands.
+const ROWS_PER_INSERT: usize = 32;
 
 /// Most append requests committed in one transaction. Bounds the latency a
 /// batch adds to its first request and the work lost to a failed COMMIT.
-pub const MAX_BATCH_REQUESTS: usize = 256;
+pub const MAX_BATCH_REQUESTS: usize = 4_096;
 
 /// Most events committed in one transaction (10 full-size appends).
 pub const MAX_BATCH_EVENTS: usize = 10_000;
@@ -73,6 +76,36 @@ pub(crate) struct PreparedEvent {
     pub(crate) metadata: Option<String>,
 }
 
+/// The appends of one [`crate::EventStore::append_in_order`] call: once one
+/// fails, the writer makes none of the later ones.
+#[derive(Debug, Default)]
+pub(crate) struct OrderedCall {
+    /// Index of the first append that failed; `usize::MAX` while none has.
+    failed: AtomicUsize,
+}
+
+impl OrderedCall {
+    pub(crate) fn new() -> OrderedCall {
+        OrderedCall {
+            failed: AtomicUsize::new(usize::MAX),
+        }
+    }
+
+    /// Records that append `index` failed (the first failure stands: the
+    /// writer meets a call's appends in order).
+    pub(crate) fn fail(&self, index: usize) {
+        let _ =
+            self.failed
+                .compare_exchange(usize::MAX, index, Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    /// The first failed append before `index`, if any.
+    fn failed_before(&self, index: usize) -> Option<usize> {
+        let failed = self.failed.load(Ordering::Acquire);
+        (failed < index).then_some(failed)
+    }
+}
+
 /// One append waiting for the writer.
 #[derive(Debug)]
 pub(crate) struct WriteRequest {
@@ -89,6 +122,28 @@ pub(crate) struct WriteRequest {
     /// `bytes` permits of the queue's memory budget, released when the
     /// request is answered and dropped.
     pub(crate) _budget: OwnedSemaphorePermit,
+    /// The ordered call this append belongs to, and its index in it.
+    pub(crate) ordered: Option<(Arc<OrderedCall>, usize)>,
+}
+
+impl WriteRequest {
+    /// This request failed: later appends of its ordered call are not made.
+    fn failed(&self) {
+        if let Some((call, index)) = &self.ordered {
+            call.fail(*index);
+        }
+    }
+
+    /// Why this request is not to be made: an earlier append of its ordered
+    /// call failed.
+    fn not_attempted(&self) -> Option<StoreError> {
+        let (call, index) = self.ordered.as_ref()?;
+        call.failed_before(*index)
+            .map(|failed| StoreError::NotAttempted {
+                stream: self.stream.clone(),
+                failed,
+            })
+    }
 }
 
 /// Counters of the writer, for tests and metrics.
@@ -199,6 +254,7 @@ impl Writer {
                 BatchFailure::Request { index, error } => {
                     tracing::warn!(%error, "event store refused one append of a batch");
                     let request = batch.remove(index);
+                    request.failed();
                     // The caller may have given up waiting; nothing to do then.
                     let _ = request.reply.send(Err(error));
                     if batch.is_empty() {
@@ -208,6 +264,7 @@ impl Writer {
                 BatchFailure::Batch(error) => {
                     tracing::error!(%error, requests = batch.len(), "event store batch failed");
                     for request in batch {
+                        request.failed();
                         let _ = request.reply.send(Err(error.clone()));
                     }
                     return;
@@ -306,6 +363,10 @@ impl Writer {
         let mut pending = Pending::default();
         let mut outcomes: Vec<Option<Outcome>> = batch.iter().map(|_| None).collect();
         for (index, request) in batch.iter().enumerate() {
+            if let Some(error) = request.not_attempted() {
+                outcomes[index] = Some(Outcome::Failed(error));
+                continue;
+            }
             let current = revisions.get(&request.stream).copied().flatten();
             let failed = |error| BatchFailure::Request { index, error };
             let quick = if grouped {
@@ -329,6 +390,7 @@ impl Writer {
                     outcomes[index] = Some(Outcome::Existing(result))
                 }
                 Decision::Reject { actual } => {
+                    request.failed();
                     outcomes[index] = Some(Outcome::Failed(StoreError::WrongExpectedRevision {
                         stream: request.stream.clone(),
                         expected: request.expected,
