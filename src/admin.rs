@@ -51,11 +51,15 @@ pub async fn import_network(config: &ServeConfig, file: &Path) -> Result<String>
     let result = async {
         let company = services.app.company();
         let who = provenance("network-import", file);
-        let (mut recorded, mut known) = (0, 0);
-        for (place, command) in &commands {
-            let events = company.execute_network(command, &who).await.with_context(|| place.clone())?;
-            if events.is_empty() { known += 1 } else { recorded += events.len() }
-        }
+        let (places, commands): (Vec<_>, Vec<_>) = commands.into_iter().unzip();
+        let imported = company.import_network(&commands, &who).await.map_err(|e| {
+            let place = places.get(e.index).cloned().unwrap_or_default();
+            anyhow::Error::new(e.error).context(format!(
+                "{place} ({} events recorded before it)",
+                e.done.recorded
+            ))
+        })?;
+        let (recorded, known) = (imported.recorded, imported.known);
         let mut mapped = 0;
         for (i, mapping) in network.sku_mappings.iter().enumerate() {
             let events = company

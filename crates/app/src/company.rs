@@ -17,7 +17,10 @@ use upline_domain::company::Company;
 use upline_domain::ids::{DistributorId, Platform, ShopId};
 use upline_domain::network::{DistributorCommand, DistributorEvent};
 use upline_domain::plan::CommissionPlan;
-use upline_store::{AllStart, EventStore, ExpectedRevision, StreamFilter};
+use upline_store::limits::MAX_APPENDS_IN_ORDER;
+use upline_store::{
+    AllStart, Append, AppendResult, EventStore, ExpectedRevision, StoreError, StreamFilter,
+};
 
 use crate::error::AppError;
 use crate::eventio::{decode_recorded, event_data, Provenance};
@@ -26,6 +29,47 @@ use crate::streams;
 
 /// Events read per page while loading the company (the store's read limit is 10,000).
 const LOAD_PAGE: usize = 5_000;
+
+/// What a network import recorded: events appended, and commands whose fact was already known.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct NetworkImport {
+    pub recorded: usize,
+    pub known: usize,
+}
+
+/// Why an import stopped at `commands[index]`. Everything before it is recorded (`done`), nothing
+/// from it on; importing the file again records the rest (known facts are skipped).
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
+pub struct NetworkImportError {
+    pub index: usize,
+    pub done: NetworkImport,
+    pub error: AppError,
+}
+
+/// A chunk whose appends are being made.
+struct InFlight {
+    append: tokio::task::JoinHandle<Result<Vec<Result<AppendResult, StoreError>>, StoreError>>,
+    /// The chunk's first command.
+    first: usize,
+    commands: Vec<usize>,
+    known: usize,
+    refused: Option<(usize, AppError)>,
+}
+
+/// The network commands of one ordered group of appends, decided against the model.
+struct ImportChunk {
+    appends: Vec<Append>,
+    /// For each append, the index of the command it records.
+    commands: Vec<usize>,
+    /// Commands taken (decided, whatever they recorded).
+    taken: usize,
+    known: usize,
+    /// The command the chunk stopped at, and why. The import then ends with that error once
+    /// the chunk is appended, and the model is read back from the store (it may hold part of
+    /// the refused command, should applying it have failed halfway).
+    refused: Option<(usize, AppError)>,
+}
 
 #[derive(Debug, Default)]
 pub struct CompanyState {
@@ -124,6 +168,134 @@ impl CompanyModel {
             self.state.write().await.company.network.apply(event)?;
         }
         Ok(events)
+    }
+
+    /// Imports network commands in order, as [`CompanyModel::execute_network`] would one by one,
+    /// but with one lock, one refresh and one ordered group of appends
+    /// ([`EventStore::append_in_order`]) per chunk of [`MAX_APPENDS_IN_ORDER`] events, so the
+    /// store commits them in groups instead of once per command. The next chunk is decided
+    /// while the previous one is appended. Stops at the first command refused (everything
+    /// before it is recorded) or at the first append the store refuses (the model is then read
+    /// back from the store, so it never keeps what is not stored).
+    ///
+    /// The company is held for the whole import (decisions elsewhere wait): the model runs a
+    /// chunk ahead of the store, and nobody may read a fact before it is durable. It is meant
+    /// for `upline network import`, its own process.
+    pub async fn import_network(
+        &self,
+        commands: &[DistributorCommand],
+        provenance: &Provenance,
+    ) -> Result<NetworkImport, NetworkImportError> {
+        let _writer = self.writer.lock().await;
+        let mut done = NetworkImport::default();
+        self.refresh().await.map_err(|error| NetworkImportError {
+            index: 0,
+            done,
+            error,
+        })?;
+        // In refresh's order: position, then state.
+        let mut position = self.position.lock().await;
+        let mut state = self.state.write().await;
+        let mut in_flight: Option<InFlight> = None;
+        let mut next = 0;
+        let mut go_on = true;
+        loop {
+            let chunk = (go_on && next < commands.len())
+                .then(|| decide_chunk(&mut state, commands, next, provenance));
+            if let Some(previous) = in_flight.take() {
+                let settled = self.settle(previous, &mut done, &mut position).await;
+                if let Err(error) = settled {
+                    self.read_back(&mut state, &mut position).await;
+                    return Err(error);
+                }
+            }
+            let Some(chunk) = chunk else {
+                return Ok(done);
+            };
+            next += chunk.taken;
+            go_on = chunk.refused.is_none();
+            let store = Arc::clone(&self.store);
+            let appends = chunk.appends;
+            in_flight = Some(InFlight {
+                append: tokio::spawn(async move { store.append_in_order(appends).await }),
+                first: next - chunk.taken,
+                commands: chunk.commands,
+                known: chunk.known,
+                refused: chunk.refused,
+            });
+        }
+    }
+
+    /// Waits for a chunk's appends and counts them; the error names the first command not
+    /// recorded (the caller then reads the model back from the store).
+    async fn settle(
+        &self,
+        chunk: InFlight,
+        done: &mut NetworkImport,
+        position: &mut u64,
+    ) -> Result<(), NetworkImportError> {
+        let failed = |index, done, error| NetworkImportError { index, done, error };
+        let results = match chunk.append.await {
+            Ok(Ok(results)) => results,
+            Ok(Err(e)) => return Err(failed(chunk.first, *done, e.into())),
+            Err(e) => {
+                let e = StoreError::database(format!("the append task failed: {e}"));
+                return Err(failed(chunk.first, *done, e.into()));
+            }
+        };
+        let mut appended = Vec::with_capacity(results.len());
+        for (result, &index) in results.into_iter().zip(&chunk.commands) {
+            // The appends before a failed one are stored, none after it (`append_in_order`
+            // stops at the first failure).
+            let result = result.map_err(|e| failed(index, *done, e.into()))?;
+            appended.push(result.position);
+            done.recorded += 1;
+        }
+        done.known += chunk.known;
+        if let Some((index, error)) = chunk.refused {
+            return Err(failed(index, *done, error));
+        }
+        self.skip_own_appends(position, &appended).await;
+        Ok(())
+    }
+
+    /// Moves the model's position past the events an import chunk just appended (and applied),
+    /// so the next refresh does not read a million of them back, but only when nothing else
+    /// can hide among them: their positions follow each other, and the first company event
+    /// after the model's position is the first of them.
+    async fn skip_own_appends(&self, position: &mut u64, appended: &[u64]) {
+        let (Some(&first), Some(&last)) = (appended.first(), appended.last()) else {
+            return;
+        };
+        if last - first + 1 != appended.len() as u64 {
+            return;
+        }
+        match self
+            .store
+            .read_all(AllStart::After(*position), &Self::filter(), 1)
+            .await
+        {
+            Ok(page) if page.first().map(|r| r.position) == Some(first) => *position = last,
+            // Something else came first, or the read failed: refresh reads them all again,
+            // which changes nothing already known.
+            _ => {}
+        }
+    }
+
+    /// After a failed import append: the model is read again from the store, so that it holds
+    /// exactly what is stored. Should that read fail too, the model is emptied and its position
+    /// set back to the start, so the next refresh (before the next decision) reads the whole
+    /// company from the store again; it never keeps a fact the store does not hold.
+    async fn read_back(&self, state: &mut CompanyState, position: &mut u64) {
+        let mut fresh = CompanyState::default();
+        let mut fresh_position = 0;
+        if let Err(error) = catch_up(self.store.as_ref(), &mut fresh, &mut fresh_position).await {
+            tracing::error!(%error, "the company could not be read back after a failed import; it is read again before the next decision");
+            fresh = CompanyState::default();
+            fresh_position = 0;
+        }
+        *state = fresh;
+        *position = fresh_position;
     }
 
     /// Maps a platform SKU from its `effective_from` on.
@@ -238,6 +410,93 @@ impl CompanyModel {
             .customers
             .insert(stream, distributor.clone());
         Ok(true)
+    }
+}
+
+/// Decides `commands[first..]` against the model, applying each command's events as it goes
+/// (a sponsor registered earlier in the file is known to the distributors below), until the
+/// chunk holds [`MAX_APPENDS_IN_ORDER`] events or a command is refused.
+fn decide_chunk(
+    state: &mut CompanyState,
+    commands: &[DistributorCommand],
+    first: usize,
+    provenance: &Provenance,
+) -> ImportChunk {
+    let mut chunk = ImportChunk {
+        appends: Vec::new(),
+        commands: Vec::new(),
+        taken: 0,
+        known: 0,
+        refused: None,
+    };
+    for (index, command) in commands.iter().enumerate().skip(first) {
+        let network = &mut state.company.network;
+        let events = match network.decide(command) {
+            Ok(events) => events,
+            Err(e) => {
+                chunk.refused = Some((index, e.into()));
+                return chunk;
+            }
+        };
+        if !chunk.appends.is_empty() && chunk.appends.len() + events.len() > MAX_APPENDS_IN_ORDER {
+            // Decided again, unchanged, at the start of the next chunk.
+            return chunk;
+        }
+        if events.is_empty() {
+            chunk.known += 1;
+        }
+        let mut appends = Vec::with_capacity(events.len());
+        for event in &events {
+            let stream = streams::distributor(distributor_of(event));
+            match event_data(&stream, "network", event, provenance) {
+                Ok(data) => appends.push(Append {
+                    stream,
+                    expected: ExpectedRevision::Any,
+                    events: vec![data],
+                }),
+                Err(e) => {
+                    chunk.refused = Some((index, e));
+                    return chunk;
+                }
+            }
+        }
+        for event in &events {
+            if let Err(e) = network.apply(event) {
+                // Decided a moment ago, so this is a bug; stop before recording it.
+                chunk.refused = Some((index, e.into()));
+                return chunk;
+            }
+        }
+        chunk
+            .commands
+            .extend(std::iter::repeat_n(index, appends.len()));
+        chunk.appends.extend(appends);
+        chunk.taken += 1;
+    }
+    chunk
+}
+
+/// Applies the company events after `position` to `state`.
+async fn catch_up(
+    store: &dyn EventStore,
+    state: &mut CompanyState,
+    position: &mut u64,
+) -> Result<(), AppError> {
+    loop {
+        let page = store
+            .read_all(
+                AllStart::After(*position),
+                &CompanyModel::filter(),
+                LOAD_PAGE,
+            )
+            .await?;
+        let Some(last) = page.last().map(|r| r.position) else {
+            return Ok(());
+        };
+        for recorded in &page {
+            apply_recorded(state, recorded)?;
+        }
+        *position = last;
     }
 }
 
