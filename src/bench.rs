@@ -83,6 +83,10 @@ pub struct BenchArgs {
     /// Skip the floor (the bare HMAC handler).
     #[arg(long)]
     pub no_floor: bool,
+    /// Only seed: time `upline network import` of the generated network (distributors per
+    /// second), print it and stop; no serve, no load.
+    #[arg(long)]
+    pub import_only: bool,
 }
 
 /// Where the caller runs from: which binary to start, where the JSON goes by default, and
@@ -118,6 +122,7 @@ pub struct Settings {
     pub drain_timeout_seconds: f64,
     pub seed: u64,
     pub floor: bool,
+    pub import_only: bool,
     pub binary: PathBuf,
     pub json: PathBuf,
     pub keep_data: Option<PathBuf>,
@@ -163,6 +168,7 @@ impl Settings {
                 .unwrap_or(if quick { 30.0 } else { 120.0 }),
             seed: args.seed.unwrap_or(DEFAULT_SEED),
             floor: !args.no_floor,
+            import_only: args.import_only,
             binary: args.binary.clone().unwrap_or_else(|| launch.binary.clone()),
             // A smoke run never overwrites the report of a real one.
             json: args.json.clone().unwrap_or_else(|| {
@@ -251,15 +257,25 @@ pub async fn run(args: &BenchArgs, launch: &Launch) -> Result<String> {
         &mut rng,
     );
     let seeding = Instant::now();
-    let seed_out = seed(&settings, &work, &files, &company).await?;
+    let seeded = seed(&settings, &work, &files, &company).await?;
     let seed_seconds = seeding.elapsed().as_secs_f64();
     progress(&format!(
-        "seeded {} distributors over {} levels and {} SKUs in {seed_seconds:.1} s: {}",
+        "seeded {} distributors over {} levels and {} SKUs in {seed_seconds:.1} s \
+         (network import {:.1} s): {}",
         company.distributors.len(),
         company.levels(),
         company.skus.len(),
-        seed_out.trim().replace('\n', "; ")
+        seeded.import_seconds,
+        seeded.output.trim().replace('\n', "; ")
     ));
+    let import = report::Import {
+        distributors: company.distributors.len(),
+        seconds: seeded.import_seconds,
+        disk_bytes: files.disk_bytes(),
+    };
+    if settings.import_only {
+        return Ok(import.render());
+    }
     let config = write_config(&work, &files)?;
     let disk_seeded = files.disk_bytes();
 
@@ -294,6 +310,7 @@ pub async fn run(args: &BenchArgs, launch: &Launch) -> Result<String> {
     drop(floor);
     let mut report = result?;
     report.seed_seconds = seed_seconds;
+    report.import = Some(import);
     report.distributors = company.distributors.len();
     report.levels = company.levels();
     report.skus = company.skus.len();
@@ -321,13 +338,19 @@ fn progress(line: &str) {
     eprintln!("bench: {line}");
 }
 
+/// What seeding printed, and how long `network import` took.
+struct Seeded {
+    output: String,
+    import_seconds: f64,
+}
+
 /// Writes the company's files and seeds them with the CLI, before serve starts.
 async fn seed(
     settings: &Settings,
     work: &Path,
     files: &DataFiles,
     company: &Company,
-) -> Result<String> {
+) -> Result<Seeded> {
     let network = work.join("network.json");
     let plan = work.join("plan.toml");
     let network_text = serde_json::to_vec(&company.network_json)?;
@@ -345,7 +368,7 @@ async fn seed(
         work.to_path_buf(),
         files.dir.clone(),
     );
-    tokio::task::spawn_blocking(move || -> Result<String> {
+    tokio::task::spawn_blocking(move || -> Result<Seeded> {
         let data = data.to_string_lossy().into_owned();
         let mut out = process::run_cli(
             &binary,
@@ -359,6 +382,7 @@ async fn seed(
             &work,
             SEED_BASE_TIMEOUT,
         )?;
+        let importing = Instant::now();
         out += &process::run_cli(
             &binary,
             &[
@@ -371,7 +395,10 @@ async fn seed(
             &work,
             timeout,
         )?;
-        Ok(out)
+        Ok(Seeded {
+            output: out,
+            import_seconds: importing.elapsed().as_secs_f64(),
+        })
     })
     .await
     .context("the seeding thread failed")?
