@@ -62,14 +62,19 @@ pub fn decode<E: DomainEvent>(event_type: &str, data: &[u8]) -> Result<E, CodecE
         event_type: event_type.to_string(),
         reason,
     };
-    let body: serde_json::Value = serde_json::from_slice(data).map_err(|e| fail(e.to_string()))?;
-    let mut map = serde_json::Map::new();
-    map.insert(event_type.to_string(), body);
-    serde_json::from_value(serde_json::Value::Object(map)).map_err(|e| fail(e.to_string()))
+    // The externally tagged form `{"<type>":<data>}`, parsed straight into `E`: no `Value` tree
+    // in between (every consumer decodes every event it reads). `data` is one JSON value (the
+    // store checks it), so the tagged text is one object with one entry.
+    let tag = serde_json::to_string(event_type).map_err(|e| fail(e.to_string()))?;
+    let mut tagged = Vec::with_capacity(tag.len() + data.len() + 2);
+    tagged.push(b'{');
+    tagged.extend_from_slice(tag.as_bytes());
+    tagged.push(b':');
+    tagged.extend_from_slice(data);
+    tagged.push(b'}');
+    serde_json::from_slice(&tagged).map_err(|e| fail(e.to_string()))
 }
 
-/// A deterministic event id: the same stream and the same key always give the same id, so a
-/// retried append is recognised by the store as the one already written.
 pub fn deterministic_event_id(stream: &str, key: &str) -> Uuid {
     let mut name = Vec::with_capacity(stream.len() + key.len() + 1);
     name.extend_from_slice(stream.as_bytes());
@@ -134,6 +139,12 @@ mod tests {
         );
         assert_eq!(decode::<Sample>(&enc.event_type, &enc.data).unwrap(), e);
         assert!(decode::<Sample>("OtherThing", &enc.data).is_err());
+        // A body that is not one JSON value, or would close the tagged object early, fails.
+        assert!(decode::<Sample>(&enc.event_type, br#"{"count":3,"price":"9.75"} 1"#).is_err());
+        assert!(
+            decode::<Sample>(&enc.event_type, br#"{"count":3,"price":"9.75"}},"X":{"#).is_err()
+        );
+        assert!(decode::<Sample>("Thing\"Happened", &enc.data).is_err());
     }
 
     #[test]
