@@ -43,7 +43,9 @@ use reader::Reader;
 use writer::{Counters, OrderedCall, PreparedEvent, WriteRequest, Writer};
 
 pub use subscription::SUBSCRIPTION_PAGE_SIZE;
-pub use writer::{MAX_BATCH_BYTES, MAX_BATCH_EVENTS, MAX_BATCH_REQUESTS};
+pub use writer::{
+    MAX_BATCH_BYTES, MAX_BATCH_EVENTS, MAX_BATCH_REQUESTS, MAX_ORDERED_BATCH_REQUESTS,
+};
 
 /// Appends waiting for the writer. When full, `append` waits (backpressure)
 /// instead of queueing without bound.
@@ -55,10 +57,6 @@ pub const WRITE_QUEUE_CAPACITY: usize = 4_096;
 pub const MAX_QUEUED_BYTES: usize = 256 * 1024 * 1024;
 const _: () = assert!(MAX_QUEUED_BYTES >= crate::limits::MAX_APPEND_BYTES);
 const _: () = assert!(MAX_QUEUED_BYTES <= u32::MAX as usize);
-
-/// The write connection's page cache, as SQLite's `cache_size` pragma
-/// (negative: KiB): 64 MiB.
-const WRITER_CACHE_PRAGMA: &str = "-65536";
 
 /// Read connections. WAL readers run in parallel; a handful covers the
 /// projections and queries of one process on a small machine.
@@ -125,14 +123,6 @@ impl SqliteEventStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(BUSY_TIMEOUT)
-            // A batch is many INSERT statements in one transaction; each keeps
-            // a statement journal to undo itself alone, in memory rather than
-            // in a temporary file (it was a third of a bulk import's writes).
-            .pragma("temp_store", "MEMORY")
-            // The writer walks the stream and event-id indexes of every
-            // append: keep them cached as the store grows (SQLite's default
-            // is 2 MiB).
-            .pragma("cache_size", WRITER_CACHE_PRAGMA)
             .connect()
             .await?;
         // `run_direct` rather than `run`: `run`'s `Acquire` bound makes this

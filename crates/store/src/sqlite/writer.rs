@@ -12,8 +12,8 @@
 //! expected-revision checks happen *before* inserting: a request with a wrong
 //! expectation is answered with an error and never touches the other requests
 //! of its batch. The rows of every writing request of the batch then go in
-//! multi-row `INSERT`s of [`ROWS_PER_INSERT`] rows: a batch costs a few
-//! statements per 32 events however many streams it touches, which is
+//! multi-row `INSERT`s of up to [`ROWS_PER_INSERT`] rows: a batch costs a
+//! handful of statements however many streams it touches, which is
 //! what lets the commission postings of many orders (one small append per
 //! beneficiary) share a commit cheaply. Only the rare paths (a retried append,
 //! a conflict) look at stored rows one request at a time, after writing what
@@ -46,15 +46,22 @@ const COLUMNS_PER_ROW: usize = 8;
 const MAX_BOUND_PARAMETERS: usize = 32_766;
 // A full-size append must fit one statement.
 const _: () = assert!(MAX_EVENTS_PER_APPEND * COLUMNS_PER_ROW <= MAX_BOUND_PARAMETERS);
-/// Rows per grouped `INSERT` statement. Small on purpose: sqlx's SQLite
-/// driver binds in time quadratic in a statement's parameters (it looks each
-/// one up by name), so 32 rows (256 parameters) cost far less per row than
-/// one statement of thousands.
-const ROWS_PER_INSERT: usize = 32;
+/// Rows per grouped `INSERT` statement. Bounded well below SQLite's limit:
+/// sqlx's SQLite driver binds in time quadratic in a statement's parameters
+/// (it looks each one up by name), while every statement costs a hand-off to
+/// its worker thread. 256 rows (2,048 parameters) keep a server's batches in
+/// one statement and a bulk import's 4,096-append batches in 16.
+const ROWS_PER_INSERT: usize = 256;
 
 /// Most append requests committed in one transaction. Bounds the latency a
 /// batch adds to its first request and the work lost to a failed COMMIT.
-pub const MAX_BATCH_REQUESTS: usize = 4_096;
+pub const MAX_BATCH_REQUESTS: usize = 256;
+
+/// The same bound for the appends of [`crate::EventStore::append_in_order`]
+/// calls (a bulk import, which waits for the whole call anyway): larger
+/// batches write each index page once per commit instead of once per 256
+/// appends.
+pub const MAX_ORDERED_BATCH_REQUESTS: usize = 4_096;
 
 /// Most events committed in one transaction (10 full-size appends).
 pub const MAX_BATCH_EVENTS: usize = 10_000;
@@ -216,11 +223,18 @@ impl Writer {
         let mut events = first.events.len();
         let mut bytes = first.bytes;
         let mut batch = vec![first];
-        while batch.len() < MAX_BATCH_REQUESTS {
+        while batch.len() < MAX_ORDERED_BATCH_REQUESTS {
             let Ok(next) = self.requests.try_recv() else {
                 break;
             };
-            if events + next.events.len() > MAX_BATCH_EVENTS || bytes + next.bytes > MAX_BATCH_BYTES
+            let requests = if next.ordered.is_some() {
+                MAX_ORDERED_BATCH_REQUESTS
+            } else {
+                MAX_BATCH_REQUESTS
+            };
+            if batch.len() >= requests
+                || events + next.events.len() > MAX_BATCH_EVENTS
+                || bytes + next.bytes > MAX_BATCH_BYTES
             {
                 self.held = Some(next);
                 break;
