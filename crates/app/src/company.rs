@@ -127,20 +127,21 @@ impl CompanyModel {
     /// when there are none: one indexed query.
     pub async fn refresh(&self) -> Result<(), AppError> {
         let mut position = self.position.lock().await;
-        loop {
-            let page = self
-                .store
-                .read_all(AllStart::After(*position), &Self::filter(), LOAD_PAGE)
-                .await?;
-            let Some(last) = page.last().map(|r| r.position) else {
-                return Ok(());
-            };
-            let mut state = self.state.write().await;
-            for recorded in &page {
-                apply_recorded(&mut state, recorded)?;
-            }
-            *position = last;
+        // Readers are only held back when there is something to apply.
+        if self.first_company_event_after(*position).await?.is_none() {
+            return Ok(());
         }
+        let mut state = self.state.write().await;
+        catch_up(self.store.as_ref(), &mut state, &mut position).await
+    }
+
+    /// The position of the first company event after `position`, if any: one indexed read.
+    async fn first_company_event_after(&self, position: u64) -> Result<Option<u64>, AppError> {
+        let page = self
+            .store
+            .read_all(AllStart::After(position), &Self::filter(), 1)
+            .await?;
+        Ok(page.first().map(|r| r.position))
     }
 
     pub async fn read(&self) -> tokio::sync::RwLockReadGuard<'_, CompanyState> {
@@ -212,13 +213,14 @@ impl CompanyModel {
             let Some(chunk) = chunk else {
                 return Ok(done);
             };
+            let first = next;
             next += chunk.taken;
             go_on = chunk.refused.is_none();
             let store = Arc::clone(&self.store);
             let appends = chunk.appends;
             in_flight = Some(InFlight {
                 append: tokio::spawn(async move { store.append_in_order(appends).await }),
-                first: next - chunk.taken,
+                first,
                 commands: chunk.commands,
                 known: chunk.known,
                 refused: chunk.refused,
@@ -270,12 +272,8 @@ impl CompanyModel {
         if last - first + 1 != appended.len() as u64 {
             return;
         }
-        match self
-            .store
-            .read_all(AllStart::After(*position), &Self::filter(), 1)
-            .await
-        {
-            Ok(page) if page.first().map(|r| r.position) == Some(first) => *position = last,
+        match self.first_company_event_after(*position).await {
+            Ok(found) if found == Some(first) => *position = last,
             // Something else came first, or the read failed: refresh reads them all again,
             // which changes nothing already known.
             _ => {}
