@@ -163,18 +163,35 @@ async fn a_hundred_concurrent_copies_store_exactly_one() {
     assert_eq!(ids(&inbox.claim(MAX_CLAIM, LONG).await.unwrap()), new);
 }
 
-/// On a current-thread runtime the writer cannot run before this task yields,
-/// and `unconstrained` keeps Tokio's cooperative budget from making it yield
-/// half-way: the hundred accepts are all queued before the writer runs, so
-/// group commit must turn them into a single transaction.
+/// Runs `requests` so that they share one writer batch: the writer is paused while the future
+/// is polled once (on a current-thread runtime every request is queued by then), then let go.
+async fn in_one_batch<F: std::future::Future>(inbox: &SqliteInbox, requests: F) -> F::Output {
+    let mut requests = std::pin::pin!(requests);
+    {
+        let _paused = inbox.pause_writer();
+        let waker = futures::task::noop_waker();
+        let mut context = std::task::Context::from_waker(&waker);
+        assert!(
+            requests.as_mut().poll(&mut context).is_pending(),
+            "answered while the writer was paused"
+        );
+    }
+    requests.await
+}
+
+/// The hundred accepts are all queued before the writer gathers its batch, so group commit
+/// must turn them into a single transaction.
 #[tokio::test]
 async fn concurrent_accepts_are_committed_together() {
     let dir = TempDir::new().unwrap();
     let inbox = open(&inbox_path(&dir)).await;
     let before = inbox.writer_stats().commits;
-    let answers = tokio::task::unconstrained(futures::future::join_all(
-        (0..100).map(|n| inbox.accept(delivery("acme.myshopify.com", &format!("evt-{n}")))),
-    ))
+    let answers = in_one_batch(
+        &inbox,
+        futures::future::join_all(
+            (0..100).map(|n| inbox.accept(delivery("acme.myshopify.com", &format!("evt-{n}")))),
+        ),
+    )
     .await;
     let mut ids: Vec<i64> = answers
         .into_iter()
@@ -307,7 +324,7 @@ async fn a_refused_request_fails_alone_in_its_batch() {
     let dir = TempDir::new().unwrap();
     let inbox = open(&inbox_path(&dir)).await;
     let before = inbox.writer_stats().commits;
-    let (first, refused, second) = tokio::task::unconstrained(async {
+    let (first, refused, second) = in_one_batch(&inbox, async {
         tokio::join!(
             inbox.accept(delivery("acme.myshopify.com", "evt-1")),
             inbox.complete(42, &Outcome::Processed),

@@ -3,7 +3,7 @@
 //! The port ([`EventStore`]) is modelled on EventStoreDB so that an
 //! ESDB/KurrentDB adapter maps onto it one-to-one; the default adapter
 //! ([`SqliteEventStore`]) is one SQLite file in the data directory, with
-//! group commit through a single writer task. Both must pass the same
+//! group commit through a single writer thread. Both must pass the same
 //! [`conformance`] suite.
 //!
 //! ```no_run

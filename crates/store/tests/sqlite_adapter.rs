@@ -40,8 +40,23 @@ async fn raw_connection(path: &Path) -> sqlx::SqliteConnection {
         .expect("plain sqlite connection")
 }
 
-// Current-thread runtime: the writer task cannot run until every append of
-// the `join_all` has been queued, so the batching is deterministic.
+/// Runs `appends` so that they share one writer batch: the writer is paused
+/// while the future is polled once (on a current-thread runtime every append
+/// is queued by then), and then let go.
+async fn in_one_batch<F: std::future::Future>(store: &SqliteEventStore, appends: F) -> F::Output {
+    let mut appends = std::pin::pin!(appends);
+    {
+        let _paused = store.pause_writer();
+        let waker = futures::task::noop_waker();
+        let mut context = std::task::Context::from_waker(&waker);
+        assert!(
+            appends.as_mut().poll(&mut context).is_pending(),
+            "answered while the writer was paused"
+        );
+    }
+    appends.await
+}
+
 #[tokio::test]
 async fn group_commit_batches_concurrent_appends() {
     let (_dir, path) = temp_store_path();
@@ -56,7 +71,7 @@ async fn group_commit_batches_concurrent_appends() {
                 .await
         }
     });
-    let results = join_all(appends).await;
+    let results = in_one_batch(&store, join_all(appends)).await;
     let mut positions: Vec<u64> = results
         .iter()
         .map(|result| result.as_ref().expect("append").position)
@@ -115,12 +130,15 @@ async fn a_failing_request_does_not_fail_its_batch() {
         .expect("setup");
     let commits = store.writer_stats().commits;
     let same = vec![event(1), event(2)];
-    let (first, wrong, retry, other) = tokio::join!(
-        store.append("fresh", ExpectedRevision::NoStream, same.clone()),
-        store.append("existing", ExpectedRevision::Exact(7), vec![event(3)]),
-        store.append("fresh", ExpectedRevision::NoStream, same.clone()),
-        store.append("existing", ExpectedRevision::Exact(0), vec![event(4)]),
-    );
+    let (first, wrong, retry, other) = in_one_batch(&store, async {
+        tokio::join!(
+            store.append("fresh", ExpectedRevision::NoStream, same.clone()),
+            store.append("existing", ExpectedRevision::Exact(7), vec![event(3)]),
+            store.append("fresh", ExpectedRevision::NoStream, same.clone()),
+            store.append("existing", ExpectedRevision::Exact(0), vec![event(4)]),
+        )
+    })
+    .await;
     assert_eq!(store.writer_stats().commits - commits, 1, "one batch");
     let first = first.expect("first append");
     assert_eq!(retry.expect("retry inside the same batch"), first);
@@ -145,8 +163,7 @@ async fn a_failing_request_does_not_fail_its_batch() {
     store.close().await.expect("close");
 }
 
-// Current-thread runtime: every append below lands in one batch, whose rows
-// the writer inserts together (the commission postings' shape: many streams,
+// Every append below lands in one batch (the commission postings' shape: many streams,
 // `Any`, deterministic ids, some of them repeats).
 #[tokio::test]
 async fn a_grouped_batch_answers_where_each_append_was_stored() {
@@ -172,12 +189,14 @@ async fn a_grouped_batch_answers_where_each_append_was_stored() {
             ("commissions-top".to_owned(), vec![earlier.clone()]),
         ])
         .collect::<Vec<_>>();
-    let results = join_all(
-        appends
-            .iter()
-            .map(|(stream, events)| store.append(stream, ExpectedRevision::Any, events.clone())),
-    )
-    .await;
+    let results =
+        in_one_batch(
+            &store,
+            join_all(appends.iter().map(|(stream, events)| {
+                store.append(stream, ExpectedRevision::Any, events.clone())
+            })),
+        )
+        .await;
     assert_eq!(store.writer_stats().commits - commits, 1, "one batch");
     let results: Vec<_> = results.into_iter().map(|r| r.expect("append")).collect();
     assert_eq!(
@@ -223,11 +242,14 @@ async fn a_repeat_after_a_conflict_in_the_same_batch_writes_nothing() {
     }
     let commits = store.writer_stats().commits;
     let x = event(1);
-    let (first, conflict, repeat) = tokio::join!(
-        store.append("s", ExpectedRevision::Any, vec![x.clone()]),
-        store.append("t", ExpectedRevision::Exact(7), vec![event(2)]),
-        store.append("s", ExpectedRevision::Any, vec![x.clone()]),
-    );
+    let (first, conflict, repeat) = in_one_batch(&store, async {
+        tokio::join!(
+            store.append("s", ExpectedRevision::Any, vec![x.clone()]),
+            store.append("t", ExpectedRevision::Exact(7), vec![event(2)]),
+            store.append("s", ExpectedRevision::Any, vec![x.clone()]),
+        )
+    })
+    .await;
     assert_eq!(store.writer_stats().commits - commits, 1, "one batch");
     assert!(matches!(
         conflict,
@@ -589,13 +611,15 @@ async fn a_request_the_database_refuses_fails_alone() {
 
     let store = SqliteEventStore::open(&path).await.expect("open");
     let poison = || EventData::new("Poison", b"{}".to_vec());
-    // Current-thread runtime: all four land in one batch.
-    let (good, poisoned, mixed, after) = tokio::join!(
-        store.append("a", ExpectedRevision::NoStream, vec![event(0), event(1)]),
-        store.append("b", ExpectedRevision::NoStream, vec![poison()]),
-        store.append("c", ExpectedRevision::NoStream, vec![event(2), poison()]),
-        store.append("a", ExpectedRevision::Exact(1), vec![event(3)]),
-    );
+    let (good, poisoned, mixed, after) = in_one_batch(&store, async {
+        tokio::join!(
+            store.append("a", ExpectedRevision::NoStream, vec![event(0), event(1)]),
+            store.append("b", ExpectedRevision::NoStream, vec![poison()]),
+            store.append("c", ExpectedRevision::NoStream, vec![event(2), poison()]),
+            store.append("a", ExpectedRevision::Exact(1), vec![event(3)]),
+        )
+    })
+    .await;
     for refused in [poisoned, mixed] {
         match refused {
             Err(StoreError::Database { message }) => {

@@ -4,9 +4,9 @@
 //! * WAL journal + `synchronous=FULL`: `accept` returns only when the
 //!   delivery is committed and fsynced. The platform is answered 200 right
 //!   after and never sends it again (WooCommerce does not retry at all).
-//! * One writer task owns the only write connection and group-commits
-//!   whatever requests are pending in one transaction (`sqlite/writer.rs`):
-//!   many concurrent accepts, one fsync.
+//! * One writer thread owns the only write connection (rusqlite) and
+//!   group-commits whatever requests are pending in one transaction
+//!   (`sqlite/writer.rs`): many concurrent accepts, one fsync.
 //! * Reads (`stats`, `list`, `item`, `duplicates_total`) use a small separate
 //!   pool of `query_only` connections.
 //! * `requeue` (inherent, not part of the port) puts a `parked` delivery back
@@ -40,7 +40,6 @@ use sqlx::sqlite::{
 };
 use sqlx::{ConnectOptions, Row};
 use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
-use tokio::task::JoinHandle;
 use upline_domain::ids::{Platform, ShopId};
 
 use super::{Acceptance, Delivery, Inbox, InboxError, InboxItem, InboxStats, Outcome};
@@ -173,10 +172,13 @@ pub struct SqliteInbox {
     /// `None` once closed.
     requests: Mutex<Option<mpsc::Sender<Request>>>,
     queue_budget: Arc<Semaphore>,
-    writer: Mutex<Option<JoinHandle<()>>>,
+    /// Answered (or dropped) when the writer thread has stopped.
+    writer: Mutex<Option<oneshot::Receiver<()>>>,
     pool: SqlitePool,
     new_work: Arc<Notify>,
     counters: Arc<Counters>,
+    /// See [`SqliteInbox::pause_writer`].
+    gate: Arc<Mutex<()>>,
 }
 
 impl std::fmt::Debug for SqliteInbox {
@@ -187,7 +189,7 @@ impl std::fmt::Debug for SqliteInbox {
     }
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // The guarded values stay consistent even if a holder panicked.
     mutex
         .lock()
@@ -208,7 +210,7 @@ fn corrupt(column: &str, value: impl std::fmt::Debug, error: impl std::fmt::Disp
 
 impl SqliteInbox {
     /// Open (creating file, parent directories and schema if needed) the
-    /// inbox at `path`, and start its writer task on the current Tokio runtime.
+    /// inbox at `path`, and start its writer thread.
     pub async fn open(path: &Path) -> Result<Self, InboxError> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             tokio::fs::create_dir_all(parent).await.map_err(|error| {
@@ -242,28 +244,50 @@ impl SqliteInbox {
             .await
             .map_err(storage)?;
 
+        // sqlx created and migrated the schema; the writer works through rusqlite.
+        sqlx::Connection::close(conn).await.map_err(storage)?;
+        let conn = open_writer_connection(path)?;
         let (requests, requests_rx) = mpsc::channel(WRITE_QUEUE_CAPACITY);
         let new_work = Arc::new(Notify::new());
         let counters = Arc::new(Counters::default());
-        let writer = tokio::spawn(
-            Writer {
-                conn,
-                requests: requests_rx,
-                new_work: Arc::clone(&new_work),
-                counters: Arc::clone(&counters),
-                held: None,
-            }
-            .run(),
-        );
+        let gate = Arc::new(Mutex::new(()));
+        let writer = Writer {
+            conn,
+            requests: requests_rx,
+            new_work: Arc::clone(&new_work),
+            counters: Arc::clone(&counters),
+            held: None,
+            gate: Arc::clone(&gate),
+        };
+        let (stopped, writer_stopped) = oneshot::channel();
+        std::thread::Builder::new()
+            .name("upline-inbox-writer".to_owned())
+            .spawn(move || {
+                writer.run();
+                let _ = stopped.send(());
+            })
+            .map_err(|error| {
+                InboxError::Storage(format!("cannot start the inbox writer: {error}"))
+            })?;
         Ok(SqliteInbox {
             path: path.to_owned(),
             requests: Mutex::new(Some(requests)),
             queue_budget: Arc::new(Semaphore::new(MAX_QUEUED_BYTES)),
-            writer: Mutex::new(Some(writer)),
+            writer: Mutex::new(Some(writer_stopped)),
             pool,
             new_work,
             counters,
+            gate,
         })
+    }
+
+    /// For tests of group commit: while the guard lives, the writer takes at
+    /// most the first request it is waiting for, and gathers its batch only
+    /// once the guard is dropped, so requests queued meanwhile share one
+    /// transaction. A server never calls this.
+    #[doc(hidden)]
+    pub fn pause_writer(&self) -> MutexGuard<'_, ()> {
+        lock(&self.gate)
     }
 
     /// The database file.
@@ -385,7 +409,7 @@ impl SqliteInbox {
         if let Some(writer) = writer {
             writer
                 .await
-                .map_err(|error| InboxError::Storage(format!("inbox writer failed: {error}")))?;
+                .map_err(|_| InboxError::Storage("the inbox writer thread failed".to_owned()))?;
         }
         self.pool.close().await;
         Ok(())
@@ -488,59 +512,104 @@ fn parse_timestamp(column: &str, text: &str) -> Result<DateTime<Utc>, InboxError
         .map_err(|error| corrupt(column, text, error))
 }
 
-fn get<'r, T>(row: &'r SqliteRow, column: &str) -> Result<T, InboxError>
-where
-    T: sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
-{
-    row.try_get(column).map_err(storage)
+/// One row's columns by name, from either driver: the operator's reads go through sqlx, the
+/// writer's claims through rusqlite, and both decode items with the same functions.
+pub(crate) trait Columns {
+    fn text(&self, column: &str) -> Result<String, InboxError>;
+    fn optional_text(&self, column: &str) -> Result<Option<String>, InboxError>;
+    fn integer(&self, column: &str) -> Result<i64, InboxError>;
+    fn blob(&self, column: &str) -> Result<Vec<u8>, InboxError>;
 }
 
-fn decode_delivery(row: &SqliteRow) -> Result<Delivery, InboxError> {
-    let platform: String = get(row, "platform")?;
-    let shop: String = get(row, "shop")?;
-    let received_at: String = get(row, "received_at")?;
-    let headers: String = get(row, "headers")?;
+impl Columns for SqliteRow {
+    fn text(&self, column: &str) -> Result<String, InboxError> {
+        self.try_get(column).map_err(storage)
+    }
+    fn optional_text(&self, column: &str) -> Result<Option<String>, InboxError> {
+        self.try_get(column).map_err(storage)
+    }
+    fn integer(&self, column: &str) -> Result<i64, InboxError> {
+        self.try_get(column).map_err(storage)
+    }
+    fn blob(&self, column: &str) -> Result<Vec<u8>, InboxError> {
+        self.try_get(column).map_err(storage)
+    }
+}
+
+impl Columns for rusqlite::Row<'_> {
+    fn text(&self, column: &str) -> Result<String, InboxError> {
+        self.get(column).map_err(row_storage)
+    }
+    fn optional_text(&self, column: &str) -> Result<Option<String>, InboxError> {
+        self.get(column).map_err(row_storage)
+    }
+    fn integer(&self, column: &str) -> Result<i64, InboxError> {
+        self.get(column).map_err(row_storage)
+    }
+    fn blob(&self, column: &str) -> Result<Vec<u8>, InboxError> {
+        self.get(column).map_err(row_storage)
+    }
+}
+
+fn row_storage(error: rusqlite::Error) -> InboxError {
+    InboxError::Storage(error.to_string())
+}
+
+/// The writer's connection: WAL and `synchronous=FULL` (an accept is on disk when answered).
+fn open_writer_connection(path: &Path) -> Result<rusqlite::Connection, InboxError> {
+    let conn = rusqlite::Connection::open(path).map_err(row_storage)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(row_storage)?;
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(row_storage)?;
+    Ok(conn)
+}
+
+fn decode_delivery(row: &impl Columns) -> Result<Delivery, InboxError> {
+    let platform = row.text("platform")?;
+    let shop = row.text("shop")?;
+    let received_at = row.text("received_at")?;
+    let headers = row.text("headers")?;
     Ok(Delivery {
         platform: Platform::from_str(&platform)
             .map_err(|error| corrupt("platform", &platform, error))?,
         shop: ShopId::new(&shop).map_err(|error| corrupt("shop", &shop, error))?,
-        topic: get(row, "topic")?,
-        dedupe_key: get(row, "dedupe_key")?,
-        delivery_id: get(row, "delivery_id")?,
+        topic: row.text("topic")?,
+        dedupe_key: row.text("dedupe_key")?,
+        delivery_id: row.text("delivery_id")?,
         received_at: parse_timestamp("received_at", &received_at)?,
         headers: serde_json::from_str(&headers)
             .map_err(|error| corrupt("headers", &headers, error))?,
-        body: get(row, "body")?,
+        body: row.blob("body")?,
     })
 }
 
-fn decode_attempts(row: &SqliteRow) -> Result<u32, InboxError> {
-    let attempts: i64 = get(row, "attempts")?;
+fn decode_attempts(row: &impl Columns) -> Result<u32, InboxError> {
+    let attempts = row.integer("attempts")?;
     u32::try_from(attempts).map_err(|error| corrupt("attempts", attempts, error))
 }
 
-fn decode_item(row: &SqliteRow) -> Result<InboxItem, InboxError> {
+fn decode_item(row: &impl Columns) -> Result<InboxItem, InboxError> {
     Ok(InboxItem {
-        id: get(row, "id")?,
+        id: row.integer("id")?,
         delivery: decode_delivery(row)?,
         attempts: decode_attempts(row)?,
     })
 }
 
-fn decode_listed(row: &SqliteRow) -> Result<ListedItem, InboxError> {
-    let status: String = get(row, "status")?;
-    let available_at: String = get(row, "available_at")?;
-    let completed_at: Option<String> = get(row, "completed_at")?;
-    let duplicates: i64 = get(row, "duplicates")?;
+fn decode_listed(row: &impl Columns) -> Result<ListedItem, InboxError> {
+    let status = row.text("status")?;
+    let available_at = row.text("available_at")?;
+    let completed_at = row.optional_text("completed_at")?;
+    let duplicates = row.integer("duplicates")?;
     Ok(ListedItem {
-        id: get(row, "id")?,
+        id: row.integer("id")?,
         delivery: decode_delivery(row)?,
         status: DeliveryStatus::from_str(&status)
             .map_err(|error| corrupt("status", &status, error))?,
         attempts: decode_attempts(row)?,
         available_at: parse_timestamp("available_at", &available_at)?,
-        last_error: get(row, "last_error")?,
-        outcome_reason: get(row, "outcome_reason")?,
+        last_error: row.optional_text("last_error")?,
+        outcome_reason: row.optional_text("outcome_reason")?,
         completed_at: completed_at
             .map(|at| parse_timestamp("completed_at", &at))
             .transpose()?,
@@ -571,7 +640,7 @@ impl Inbox for SqliteInbox {
             return Ok(Vec::new());
         }
         match self.submit(Op::Claim { max, lease }, 0).await? {
-            Answer::Claimed(rows) => rows.iter().map(decode_item).collect(),
+            Answer::Claimed(items) => Ok(items),
             other => Err(unexpected(other)),
         }
     }
@@ -615,15 +684,15 @@ impl Inbox for SqliteInbox {
         .map_err(storage)?;
         let mut stats = InboxStats::default();
         for row in &rows {
-            let status: String = get(row, "status")?;
-            let count: i64 = get(row, "count")?;
+            let status = row.text("status")?;
+            let count = row.integer("count")?;
             let count = u64::try_from(count).map_err(|error| corrupt("count", count, error))?;
             match DeliveryStatus::from_str(&status)
                 .map_err(|error| corrupt("status", &status, error))?
             {
                 DeliveryStatus::Pending => {
                     stats.pending = count;
-                    let oldest: Option<String> = get(row, "oldest")?;
+                    let oldest = row.optional_text("oldest")?;
                     stats.oldest_pending = oldest
                         .map(|at| parse_timestamp("received_at", &at))
                         .transpose()?;

@@ -2,10 +2,14 @@
 //!
 //! * WAL journal + `synchronous=FULL`: an append is durable when it returns,
 //!   and readers never block the writer.
-//! * One writer task owns the only write connection and group-commits
+//! * One writer thread owns the only write connection and group-commits
 //!   whatever appends are pending in one transaction (`writer.rs`).
 //! * Reads use a small separate pool; subscriptions page the table and wake
 //!   on the writer's head notification (`subscription.rs`).
+//! * sqlx only creates and migrates the schema; reads and writes go through
+//!   rusqlite, where a statement is a function call rather than a hand-off
+//!   to a driver thread (the profile of issue 8 put a quarter of serve's CPU
+//!   in those hand-offs).
 //!
 //! One `SqliteEventStore` per file: subscriptions are woken by *this*
 //! handle's writer only. The schema is documented in ARCHITECTURE.md ("The
@@ -23,10 +27,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::ConnectOptions;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+use sqlx::{ConnectOptions, Connection as _};
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
-use tokio::task::JoinHandle;
 
 use crate::conformance::StoreFactory;
 use crate::error::StoreError;
@@ -60,7 +63,7 @@ const _: () = assert!(MAX_QUEUED_BYTES <= u32::MAX as usize);
 
 /// Read connections. WAL readers run in parallel; a handful covers the
 /// projections and queries of one process on a small machine.
-pub const READ_POOL_SIZE: u32 = 4;
+pub const READ_POOL_SIZE: usize = 4;
 
 /// How long a connection waits for a lock held by another connection (a
 /// checkpoint, an auditor's sqlite3 shell) before failing.
@@ -85,11 +88,14 @@ pub struct SqliteEventStore {
     /// `None` once closed.
     requests: Mutex<Option<mpsc::Sender<WriteRequest>>>,
     queue_budget: Arc<Semaphore>,
-    writer: Mutex<Option<JoinHandle<()>>>,
+    /// Answered (or dropped) when the writer thread has stopped.
+    writer: Mutex<Option<oneshot::Receiver<()>>>,
     reader: Reader,
     head: watch::Receiver<u64>,
     closed: Arc<AtomicBool>,
     counters: Arc<Counters>,
+    /// See [`SqliteEventStore::pause_writer`].
+    gate: Arc<Mutex<()>>,
 }
 
 impl std::fmt::Debug for SqliteEventStore {
@@ -101,7 +107,7 @@ impl std::fmt::Debug for SqliteEventStore {
     }
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // The guarded values stay consistent even if a holder panicked.
     mutex
         .lock()
@@ -110,7 +116,8 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl SqliteEventStore {
     /// Open (creating file, parent directories and schema if needed) the
-    /// store at `path`, and start its writer task on the current Tokio runtime.
+    /// store at `path`, and start its writer thread. Reads run on the Tokio
+    /// runtime's blocking pool.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             tokio::fs::create_dir_all(parent).await.map_err(|error| {
@@ -132,42 +139,46 @@ impl SqliteEventStore {
             .fetch_one(&mut conn)
             .await?;
         let head = writer::from_sql(head, "position")?;
+        conn.close().await?;
 
-        let read_options = SqliteConnectOptions::new()
-            .filename(path)
-            .busy_timeout(BUSY_TIMEOUT)
-            // Readers must never write, even by mistake.
-            .pragma("query_only", "ON");
-        let pool = SqlitePoolOptions::new()
-            .max_connections(READ_POOL_SIZE)
-            .connect_with(read_options)
-            .await?;
+        let write_conn = rusqlite::Connection::open(path)?;
+        write_conn.busy_timeout(BUSY_TIMEOUT)?;
+        write_conn.pragma_update(None, "synchronous", "FULL")?;
+        let heads = Arc::new(heads::CategoryHeads::new(head));
+        let reader = Reader::open(path, READ_POOL_SIZE, BUSY_TIMEOUT, Arc::clone(&heads))?;
 
         let (requests, requests_rx) = mpsc::channel(WRITE_QUEUE_CAPACITY);
         let (head_tx, head_rx) = watch::channel(head);
-        let heads = Arc::new(heads::CategoryHeads::new(head));
         let counters = Arc::new(Counters::default());
-        let writer = tokio::spawn(
-            Writer {
-                conn,
-                requests: requests_rx,
-                head: head_tx,
-                heads: Arc::clone(&heads),
-                last_position: head,
-                counters: Arc::clone(&counters),
-                held: None,
-            }
-            .run(),
-        );
+        let gate = Arc::new(Mutex::new(()));
+        let writer = Writer {
+            conn: write_conn,
+            requests: requests_rx,
+            head: head_tx,
+            heads,
+            last_position: head,
+            counters: Arc::clone(&counters),
+            held: None,
+            gate: Arc::clone(&gate),
+        };
+        let (stopped, writer_stopped) = oneshot::channel();
+        std::thread::Builder::new()
+            .name("upline-event-writer".to_owned())
+            .spawn(move || {
+                writer.run();
+                let _ = stopped.send(());
+            })
+            .map_err(|error| StoreError::database(format!("cannot start the writer: {error}")))?;
         Ok(SqliteEventStore {
             path: path.to_owned(),
             requests: Mutex::new(Some(requests)),
             queue_budget: Arc::new(Semaphore::new(MAX_QUEUED_BYTES)),
-            writer: Mutex::new(Some(writer)),
-            reader: Reader { pool, heads },
+            writer: Mutex::new(Some(writer_stopped)),
+            reader,
             head: head_rx,
             closed: Arc::new(AtomicBool::new(false)),
             counters,
+            gate,
         })
     }
 
@@ -189,6 +200,15 @@ impl SqliteEventStore {
             appends_written: self.counters.appends_written.load(Ordering::Relaxed),
             events_written: self.counters.events_written.load(Ordering::Relaxed),
         }
+    }
+
+    /// For tests of group commit: while the guard lives, the writer takes at
+    /// most the first request it is waiting for, and gathers its batch only
+    /// once the guard is dropped, so appends queued meanwhile share one
+    /// commit. A server never calls this.
+    #[doc(hidden)]
+    pub fn pause_writer(&self) -> MutexGuard<'_, ()> {
+        lock(&self.gate)
     }
 
     /// Checks an append and hands it to the writer (waiting while the queue
@@ -243,9 +263,9 @@ impl SqliteEventStore {
         if let Some(writer) = writer {
             writer
                 .await
-                .map_err(|error| StoreError::database(format!("writer task failed: {error}")))?;
+                .map_err(|_| StoreError::database("the event store writer thread failed"))?;
         }
-        self.reader.pool.close().await;
+        self.reader.close();
         Ok(())
     }
 }

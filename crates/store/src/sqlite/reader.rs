@@ -1,12 +1,17 @@
 //! Reads, through a small pool of connections separate from the writer's.
 //! In WAL mode readers never block the writer nor each other, and every
 //! statement sees a committed snapshot.
+//!
+//! A read runs on Tokio's blocking pool with a connection taken from the
+//! pool: one hand-off per read, however many rows it returns (sqlx's SQLite
+//! driver made one per statement and per row).
 
-use std::sync::Arc;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
-use sqlx::sqlite::{SqlitePool, SqliteRow};
-use sqlx::Row;
+use rusqlite::{Connection, OpenFlags, Row};
+use tokio::sync::Semaphore;
 use uuid::Uuid;
 
 use super::heads::CategoryHeads;
@@ -17,15 +22,86 @@ use crate::types::{Direction, RecordedEvent, StreamFilter, StreamStart};
 const COLUMNS: &str =
     "position, stream_id, revision, event_id, event_type, data, metadata, recorded_at";
 
+/// Statements a read connection keeps prepared: the stream reads and the
+/// `$all` reads of the few filters a process uses.
+const STATEMENT_CACHE: usize = 64;
+
 #[derive(Clone, Debug)]
 pub(crate) struct Reader {
-    pub(crate) pool: SqlitePool,
+    pool: Arc<ReadPool>,
     /// What the writer has committed, per category: lets a read that can find nothing skip
     /// its query.
     pub(crate) heads: Arc<CategoryHeads>,
 }
 
+/// Idle read connections; `permits` counts them, so a read waits (without
+/// blocking a thread) until one is free.
+#[derive(Debug)]
+struct ReadPool {
+    idle: Mutex<Vec<Connection>>,
+    permits: Semaphore,
+}
+
 impl Reader {
+    /// Opens `size` read-only connections on `path` (an existing store).
+    pub(crate) fn open(
+        path: &Path,
+        size: usize,
+        busy_timeout: std::time::Duration,
+        heads: Arc<CategoryHeads>,
+    ) -> Result<Reader, StoreError> {
+        let mut idle = Vec::with_capacity(size);
+        for _ in 0..size {
+            let conn = Connection::open_with_flags(
+                path,
+                OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )?;
+            conn.busy_timeout(busy_timeout)?;
+            // Readers must never write, even by mistake.
+            conn.pragma_update(None, "query_only", "ON")?;
+            conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+            idle.push(conn);
+        }
+        Ok(Reader {
+            pool: Arc::new(ReadPool {
+                idle: Mutex::new(idle),
+                permits: Semaphore::new(size),
+            }),
+            heads,
+        })
+    }
+
+    /// Closes every idle connection; reads waiting for one fail as closed.
+    pub(crate) fn close(&self) {
+        self.pool.permits.close();
+        drop(std::mem::take(&mut *super::lock(&self.pool.idle)));
+    }
+
+    /// Runs `read` with a pooled connection on the blocking pool.
+    async fn with_connection<T, F>(&self, read: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let permit = self
+            .pool
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        let pool = Arc::clone(&self.pool);
+        let answer = tokio::task::spawn_blocking(move || {
+            let conn = super::lock(&pool.idle).pop().ok_or(StoreError::Closed)?;
+            let answer = read(&conn);
+            super::lock(&pool.idle).push(conn);
+            answer
+        })
+        .await
+        .map_err(|error| StoreError::database(format!("read task failed: {error}")));
+        drop(permit);
+        answer?
+    }
+
     /// `max_count` is already validated (<= MAX_READ_COUNT).
     pub(crate) async fn read_stream(
         &self,
@@ -58,13 +134,13 @@ impl Reader {
             "SELECT {COLUMNS} FROM events WHERE stream_id = ?1 AND revision {condition} ?2 \
              ORDER BY revision {order} LIMIT ?3"
         );
-        let rows = sqlx::query(&sql)
-            .bind(stream)
-            .bind(bound)
-            .bind(limit(max_count))
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(decode).collect()
+        let parameters = vec![
+            rusqlite::types::Value::from(stream.to_owned()),
+            bound.into(),
+            limit(max_count).into(),
+        ];
+        self.with_connection(move |conn| query(conn, &sql, parameters))
+            .await
     }
 
     /// [`Reader::read_all`] for a subscription: empty, without a query, when
@@ -99,17 +175,29 @@ impl Reader {
             return Ok(Vec::new());
         };
         let sql = read_all_sql(&filter.stream_prefixes);
-        let mut query = sqlx::query(&sql).bind(after).bind(limit(max_count));
+        let mut parameters = vec![rusqlite::types::Value::from(after), limit(max_count).into()];
         for prefix in &filter.stream_prefixes {
-            query = query
-                .bind(prefix.as_str())
-                .bind(crate::types::stream_category(prefix));
+            parameters.push(prefix.clone().into());
+            parameters.push(crate::types::stream_category(prefix).to_owned().into());
         }
-        let rows = query.fetch_all(&self.pool).await?;
-        rows.iter().map(decode).collect()
+        self.with_connection(move |conn| query(conn, &sql, parameters))
+            .await
     }
 }
 
+fn query(
+    conn: &Connection,
+    sql: &str,
+    parameters: Vec<rusqlite::types::Value>,
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    let mut statement = conn.prepare_cached(sql)?;
+    let mut rows = statement.query(rusqlite::params_from_iter(parameters))?;
+    let mut events = Vec::new();
+    while let Some(row) = rows.next()? {
+        events.push(decode(row)?);
+    }
+    Ok(events)
+}
 /// The `read_all` query for these prefixes. Parameters: ?1 the position to
 /// read after, ?2 the count; then per prefix i (from 0) ?(3 + 2i) the prefix
 /// and ?(4 + 2i) its category.
@@ -175,24 +263,24 @@ fn limit(max_count: usize) -> i64 {
     i64::try_from(max_count).unwrap_or(i64::MAX)
 }
 
-fn decode(row: &SqliteRow) -> Result<RecordedEvent, StoreError> {
-    let event_id: String = row.try_get("event_id")?;
+fn decode(row: &Row<'_>) -> Result<RecordedEvent, StoreError> {
+    let event_id: String = row.get(3)?;
     let id = Uuid::parse_str(&event_id)
         .map_err(|error| StoreError::database(format!("corrupt event_id {event_id:?}: {error}")))?;
-    let recorded_at: String = row.try_get("recorded_at")?;
+    let recorded_at: String = row.get(7)?;
     let recorded_at = DateTime::parse_from_rfc3339(&recorded_at)
         .map_err(|error| {
             StoreError::database(format!("corrupt recorded_at {recorded_at:?}: {error}"))
         })?
         .with_timezone(&Utc);
-    let data: String = row.try_get("data")?;
-    let metadata: Option<String> = row.try_get("metadata")?;
+    let data: String = row.get(5)?;
+    let metadata: Option<String> = row.get(6)?;
     Ok(RecordedEvent {
-        stream_id: row.try_get("stream_id")?,
-        revision: from_sql(row.try_get("revision")?, "revision")?,
-        position: from_sql(row.try_get("position")?, "position")?,
+        stream_id: row.get(1)?,
+        revision: from_sql(row.get(2)?, "revision")?,
+        position: from_sql(row.get(0)?, "position")?,
         id,
-        event_type: row.try_get("event_type")?,
+        event_type: row.get(4)?,
         data: data.into_bytes(),
         metadata: metadata.map(String::into_bytes).unwrap_or_default(),
         recorded_at,

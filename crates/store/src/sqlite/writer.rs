@@ -1,57 +1,39 @@
-//! The single writer task: group commit.
+//! The single writer thread: group commit.
 //!
-//! One task owns the only write connection. Appends arrive over a bounded
-//! channel; the writer takes everything pending (up to the batch bounds),
-//! decides each request in arrival order inside ONE `BEGIN IMMEDIATE`
-//! transaction, commits once (one fsync for the whole batch), publishes the
-//! new head position and then answers every request.
+//! One OS thread owns the only write connection (rusqlite, so a statement is
+//! a function call, not a hand-off to a driver's worker thread). Appends
+//! arrive over a bounded channel; the writer takes everything pending (up to
+//! the batch bounds), decides each request in arrival order inside ONE
+//! `BEGIN IMMEDIATE` transaction, commits once (one fsync for the whole
+//! batch), publishes the new head position and then answers every request.
 //!
-//! The writer looks up the current revision of every stream of the batch in
-//! one query, and which `Any` appends repeat an event id already stored in
-//! one more, and keeps the revisions up to date as it decides, so
+//! Each request is decided against the stream's current revision (looked up
+//! once per stream per batch, then kept up to date as the batch writes), so
 //! expected-revision checks happen *before* inserting: a request with a wrong
 //! expectation is answered with an error and never touches the other requests
-//! of its batch. The rows of every writing request of the batch then go in
-//! multi-row `INSERT`s of up to [`ROWS_PER_INSERT`] rows: a batch costs a
-//! handful of statements however many streams it touches, which is
-//! what lets the commission postings of many orders (one small append per
-//! beneficiary) share a commit cheaply. Only the rare paths (a retried append,
-//! a conflict) look at stored rows one request at a time, after writing what
-//! was decided before them.
+//! of its batch. Its rows are then inserted with one cached prepared
+//! statement per row; each row's position is the rowid SQLite gives it. A
+//! retry (`Any` with an event id already in the stream, or a revision behind
+//! the stream) is recognised from the stored rows, which include what the
+//! batch wrote before it.
 //!
-//! Should the database still refuse the grouped rows (a CHECK constraint, an
-//! I/O error), the transaction is rolled back and the batch is redone one
-//! `INSERT` per request; a request refused then is answered with the error,
+//! Should the database refuse a row (a CHECK constraint, an I/O error), the
+//! transaction is rolled back, that row's request is answered with the error,
 //! and the batch is redone without it: bounded, since each retry removes a
 //! request, and nothing is committed until all of a batch is decided.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
-use sqlx::sqlite::{Sqlite, SqliteConnection};
-use sqlx::{Connection, QueryBuilder, Row};
+use rusqlite::{params, Connection};
 use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit};
 
 use super::heads::CategoryHeads;
 
 use crate::error::StoreError;
-use crate::limits::MAX_EVENTS_PER_APPEND;
 use crate::types::{AppendResult, ExpectedRevision};
-
-/// Bound parameters per inserted row.
-const COLUMNS_PER_ROW: usize = 8;
-/// SQLite's limit of bound parameters per statement.
-const MAX_BOUND_PARAMETERS: usize = 32_766;
-// A full-size append must fit one statement.
-const _: () = assert!(MAX_EVENTS_PER_APPEND * COLUMNS_PER_ROW <= MAX_BOUND_PARAMETERS);
-/// Rows per grouped `INSERT` statement. Bounded well below SQLite's limit:
-/// sqlx's SQLite driver binds in time quadratic in a statement's parameters
-/// (it looks each one up by name), while every statement costs a hand-off to
-/// its worker thread. 256 rows (2,048 parameters) keep a server's batches in
-/// one statement and a bulk import's 4,096-append batches in 16.
-const ROWS_PER_INSERT: usize = 256;
 
 /// Most append requests committed in one transaction. Bounds the latency a
 /// batch adds to its first request and the work lost to a failed COMMIT.
@@ -70,6 +52,10 @@ pub const MAX_BATCH_EVENTS: usize = 10_000;
 /// than this (impossible given [`crate::limits::MAX_APPEND_BYTES`]) would
 /// still be committed alone.
 pub const MAX_BATCH_BYTES: usize = 64 * 1024 * 1024;
+
+const INSERT_EVENT: &str = "INSERT INTO events \
+     (stream_id, category, revision, event_id, event_type, data, metadata, recorded_at) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
 
 /// An event checked by [`crate::limits::validate_append`] and converted to
 /// the column representation, on the caller's task, so the single writer
@@ -177,9 +163,6 @@ enum BatchFailure {
     Request { index: usize, error: StoreError },
     /// The transaction itself failed (BEGIN, COMMIT): every request fails.
     Batch(StoreError),
-    /// The grouped rows were refused: redo the batch one request at a time to
-    /// find the request at fault.
-    Grouped(StoreError),
 }
 
 /// Per-request outcome inside a batch.
@@ -190,7 +173,7 @@ enum Outcome {
 }
 
 pub(crate) struct Writer {
-    pub(crate) conn: SqliteConnection,
+    pub(crate) conn: Connection,
     pub(crate) requests: mpsc::Receiver<WriteRequest>,
     pub(crate) head: watch::Sender<u64>,
     /// Updated before `head` is published (see `heads`).
@@ -200,26 +183,31 @@ pub(crate) struct Writer {
     pub(crate) counters: Arc<Counters>,
     /// A request taken from the channel that did not fit the previous batch.
     pub(crate) held: Option<WriteRequest>,
+    /// Taken (and let go at once) before each batch is gathered: while a
+    /// test holds it ([`super::SqliteEventStore::pause_writer`]), appends
+    /// queue up and then land in one batch.
+    pub(crate) gate: Arc<Mutex<()>>,
 }
 
 impl Writer {
     /// Serve batches until every sender is gone (store closed or dropped),
     /// then close the connection. Requests queued before that are still
-    /// committed and answered.
-    pub(crate) async fn run(mut self) {
-        while let Some(batch) = self.next_batch().await {
-            self.commit_batch(batch).await;
+    /// committed and answered. Runs on its own thread: it blocks.
+    pub(crate) fn run(mut self) {
+        while let Some(batch) = self.next_batch() {
+            self.commit_batch(batch);
         }
-        if let Err(error) = self.conn.close().await {
+        if let Err((_, error)) = self.conn.close() {
             tracing::warn!(%error, "closing the event store write connection failed");
         }
     }
 
-    async fn next_batch(&mut self) -> Option<Vec<WriteRequest>> {
+    fn next_batch(&mut self) -> Option<Vec<WriteRequest>> {
         let first = match self.held.take() {
             Some(request) => request,
-            None => self.requests.recv().await?,
+            None => self.requests.blocking_recv()?,
         };
+        drop(super::lock(&self.gate));
         let mut events = first.events.len();
         let mut bytes = first.bytes;
         let mut batch = vec![first];
@@ -246,25 +234,19 @@ impl Writer {
         Some(batch)
     }
 
-    async fn commit_batch(&mut self, mut batch: Vec<WriteRequest>) {
+    fn commit_batch(&mut self, mut batch: Vec<WriteRequest>) {
         let recorded_at = format_timestamp(Utc::now());
-        let mut grouped = true;
-        // Each failed attempt removes one request or stops grouping: at most
-        // `batch.len() + 1` rounds.
+        // Each failed attempt removes one request: at most `batch.len()` rounds.
         loop {
-            let failure = match self.write_batch(&batch, &recorded_at, grouped).await {
+            let failure = match self.write_batch(&batch, &recorded_at) {
                 Ok(outcomes) => return self.finish(batch, outcomes),
                 Err(failure) => failure,
             };
-            if let Err(error) = sqlx::query("ROLLBACK").execute(&mut self.conn).await {
+            if let Err(error) = self.execute("ROLLBACK") {
                 // SQLite may already have rolled back on its own.
                 tracing::debug!(%error, "rollback after a failed batch");
             }
             match failure {
-                BatchFailure::Grouped(error) => {
-                    tracing::debug!(%error, "grouped rows refused; redoing the batch one request at a time");
-                    grouped = false;
-                }
                 BatchFailure::Request { index, error } => {
                     tracing::warn!(%error, "event store refused one append of a batch");
                     let request = batch.remove(index);
@@ -285,6 +267,11 @@ impl Writer {
                 }
             }
         }
+    }
+
+    fn execute(&self, sql: &str) -> Result<(), StoreError> {
+        self.conn.prepare_cached(sql)?.execute([])?;
+        Ok(())
     }
 
     /// Count, publish the new head, answer.
@@ -350,269 +337,89 @@ impl Writer {
     }
 
     /// One transaction for the whole batch; on `Err` the caller rolls back.
-    /// `grouped`: the rows of all writing requests go in one `INSERT` (see the
-    /// module's header); otherwise one `INSERT` per request, which names the
-    /// request the database refuses.
-    async fn write_batch(
+    fn write_batch(
         &mut self,
         batch: &[WriteRequest],
         recorded_at: &str,
-        grouped: bool,
     ) -> Result<Vec<Outcome>, BatchFailure> {
-        sqlx::query("BEGIN IMMEDIATE")
-            .execute(&mut self.conn)
-            .await
-            .map_err(|error| BatchFailure::Batch(error.into()))?;
-        let mut revisions = self
-            .current_revisions(batch)
-            .await
+        self.execute("BEGIN IMMEDIATE")
             .map_err(BatchFailure::Batch)?;
-        let repeats = if grouped {
-            self.repeated_first_ids(batch, &revisions)
-                .await
-                .map_err(BatchFailure::Batch)?
-        } else {
-            HashSet::new()
-        };
-        let mut pending = Pending::default();
-        let mut outcomes: Vec<Option<Outcome>> = batch.iter().map(|_| None).collect();
+        // The last revision of each stream the batch touched, kept up to
+        // date as the batch writes.
+        let mut revisions: HashMap<&str, Option<u64>> = HashMap::new();
+        let mut outcomes = Vec::with_capacity(batch.len());
         for (index, request) in batch.iter().enumerate() {
             if let Some(error) = request.not_attempted() {
-                outcomes[index] = Some(Outcome::Failed(error));
+                outcomes.push(Outcome::Failed(error));
                 continue;
             }
-            let current = revisions.get(&request.stream).copied().flatten();
             let failed = |error| BatchFailure::Request { index, error };
-            let quick = if grouped {
-                quick_decision(request, current, repeats.contains(&index), &pending)
-            } else {
-                None
+            let current = match revisions.get(request.stream.as_str()) {
+                Some(current) => *current,
+                None => self
+                    .last_revision_of(&request.stream)
+                    .map_err(BatchFailure::Batch)?,
             };
-            let decision = match quick {
-                Some(decision) => decision,
-                None => {
-                    // The rare paths read stored rows: write what was decided
-                    // before this request first, so they see it.
-                    self.flush(batch, &mut pending, &mut outcomes, recorded_at)
-                        .await
-                        .map_err(BatchFailure::Grouped)?;
-                    self.decide(request, current).await.map_err(failed)?
-                }
-            };
-            match decision {
-                Decision::AlreadyWritten(result) => {
-                    outcomes[index] = Some(Outcome::Existing(result))
-                }
+            let outcome = match self.decide(request, current).map_err(failed)? {
+                Decision::AlreadyWritten(result) => Outcome::Existing(result),
                 Decision::Reject { actual } => {
                     request.failed();
-                    outcomes[index] = Some(Outcome::Failed(StoreError::WrongExpectedRevision {
+                    Outcome::Failed(StoreError::WrongExpectedRevision {
                         stream: request.stream.clone(),
                         expected: request.expected,
                         actual,
-                    }))
+                    })
                 }
                 Decision::Write { first_revision } => {
-                    let last = last_revision(request, first_revision).map_err(failed)?;
-                    revisions.insert(request.stream.clone(), Some(last));
-                    if grouped {
-                        pending.add(index, request, first_revision);
-                    } else {
-                        let result = self
-                            .insert(request, first_revision, recorded_at)
-                            .await
-                            .map_err(failed)?;
-                        outcomes[index] = Some(Outcome::Written(result));
-                    }
+                    let result = self
+                        .insert(request, first_revision, recorded_at)
+                        .map_err(failed)?;
+                    revisions.insert(&request.stream, Some(result.next_expected_revision));
+                    Outcome::Written(result)
                 }
+            };
+            if !matches!(outcome, Outcome::Written(_)) {
+                revisions.insert(&request.stream, current);
             }
+            outcomes.push(outcome);
         }
-        self.flush(batch, &mut pending, &mut outcomes, recorded_at)
-            .await
-            .map_err(BatchFailure::Grouped)?;
-        sqlx::query("COMMIT")
-            .execute(&mut self.conn)
-            .await
-            .map_err(|error| BatchFailure::Batch(error.into()))?;
-        outcomes
-            .into_iter()
-            .map(|outcome| {
-                outcome.ok_or_else(|| {
-                    BatchFailure::Batch(StoreError::database(
-                        "a request of the batch was not decided",
-                    ))
-                })
-            })
-            .collect()
+        self.execute("COMMIT").map_err(BatchFailure::Batch)?;
+        Ok(outcomes)
     }
 
-    /// The requests of the batch (by index) whose first event id is already
-    /// stored in their stream: `Any` retries, which must be checked against
-    /// the stored rows. One query for the whole batch.
-    async fn repeated_first_ids(
-        &mut self,
-        batch: &[WriteRequest],
-        revisions: &HashMap<String, Option<u64>>,
-    ) -> Result<HashSet<usize>, StoreError> {
-        let candidates: Vec<(usize, &str, &str)> = batch
-            .iter()
-            .enumerate()
-            .filter(|(_, r)| {
-                matches!(
-                    r.expected,
-                    ExpectedRevision::Any | ExpectedRevision::StreamExists
-                ) && revisions.get(&r.stream).copied().flatten().is_some()
-            })
-            .filter_map(|(i, r)| {
-                r.events
-                    .first()
-                    .map(|e| (i, r.stream.as_str(), e.id.as_str()))
-            })
-            .collect();
-        if candidates.is_empty() {
-            return Ok(HashSet::new());
-        }
-        let candidates = serde_json::to_string(&candidates).map_err(StoreError::database)?;
-        let rows: Vec<i64> = sqlx::query_scalar(
-            // INDEXED BY: see `revision_of`.
-            "SELECT json_extract(c.value, '$[0]') FROM json_each(?1) AS c \
-             WHERE EXISTS (SELECT 1 FROM events INDEXED BY events_event_id \
-                           WHERE event_id = json_extract(c.value, '$[2]') \
-                             AND stream_id = json_extract(c.value, '$[1]'))",
-        )
-        .bind(candidates)
-        .fetch_all(&mut self.conn)
-        .await?;
-        rows.into_iter()
-            .map(|index| {
-                usize::try_from(index).map_err(|_| StoreError::database("bad request index"))
-            })
-            .collect()
+    /// The stream's last revision, `None` when it has no event.
+    fn last_revision_of(&self, stream: &str) -> Result<Option<u64>, StoreError> {
+        let last: Option<i64> = self
+            .conn
+            .prepare_cached("SELECT MAX(revision) FROM events WHERE stream_id = ?1")?
+            .query_row([stream], |row| row.get(0))?;
+        last.map(|revision| from_sql(revision, "revision"))
+            .transpose()
     }
 
-    /// Inserts the pending rows, in order, in as few statements as the
-    /// parameter limit allows, and records each request's result.
-    async fn flush(
-        &mut self,
-        batch: &[WriteRequest],
-        pending: &mut Pending,
-        outcomes: &mut [Option<Outcome>],
-        recorded_at: &str,
-    ) -> Result<(), StoreError> {
-        if pending.writes.is_empty() {
-            return Ok(());
-        }
-        let rows: Vec<NewRow<'_>> = pending
-            .writes
-            .iter()
-            .flat_map(|&(index, first)| {
-                let request = &batch[index];
-                request
-                    .events
-                    .iter()
-                    .zip(first..)
-                    .map(move |(event, revision)| NewRow {
-                        request,
-                        event,
-                        revision,
-                    })
-            })
-            .collect();
-        // Positions come in commit order from AUTOINCREMENT, consecutive
-        // within the transaction: a chunk's rows are `last - len + 1 ..= last`.
-        let mut positions = Vec::with_capacity(rows.len());
-        for chunk in rows.chunks(ROWS_PER_INSERT) {
-            let last = insert_rows(&mut self.conn, chunk, recorded_at).await?;
-            let len = chunk.len() as u64;
-            let first = last
-                .checked_sub(len - 1)
-                .ok_or_else(|| StoreError::database("position underflow"))?;
-            positions.extend(first..=last);
-        }
-        self.check_first_position(&rows[0], positions[0]).await?;
-        let mut next = 0;
-        for &(index, first_revision) in &pending.writes {
-            let request = &batch[index];
-            next += request.events.len();
-            outcomes[index] = Some(Outcome::Written(AppendResult {
-                next_expected_revision: last_revision(request, first_revision)?,
-                position: positions[next - 1],
-            }));
-        }
-        pending.clear();
-        Ok(())
-    }
-
-    /// An assertion on the position arithmetic above: the first row written
-    /// is where it was computed to be.
-    async fn check_first_position(
-        &mut self,
-        row: &NewRow<'_>,
-        position: u64,
-    ) -> Result<(), StoreError> {
-        let stored: Option<i64> = sqlx::query_scalar(
-            "SELECT position FROM events WHERE stream_id = ?1 AND revision = ?2",
-        )
-        .bind(row.request.stream.as_str())
-        .bind(to_sql(row.revision)?)
-        .fetch_optional(&mut self.conn)
-        .await?;
-        if stored.map(|p| from_sql(p, "position")).transpose()? != Some(position) {
-            return Err(StoreError::database(format!(
-                "grouped insert: {}@{} is at position {stored:?}, not {position}",
-                row.request.stream, row.revision
-            )));
-        }
-        Ok(())
-    }
-
-    /// Last revision of every stream of the batch, in one query (an index
-    /// seek per stream).
-    async fn current_revisions(
-        &mut self,
-        batch: &[WriteRequest],
-    ) -> Result<HashMap<String, Option<u64>>, StoreError> {
-        let mut streams: Vec<&str> = batch.iter().map(|r| r.stream.as_str()).collect();
-        streams.sort_unstable();
-        streams.dedup();
-        let streams = serde_json::to_string(&streams).map_err(StoreError::database)?;
-        let rows = sqlx::query(
-            "SELECT s.value AS stream_id, \
-                    (SELECT MAX(revision) FROM events WHERE stream_id = s.value) AS last_revision \
-             FROM json_each(?1) AS s",
-        )
-        .bind(streams)
-        .fetch_all(&mut self.conn)
-        .await?;
-        let mut revisions = HashMap::with_capacity(rows.len());
-        for row in rows {
-            let last: Option<i64> = row.try_get("last_revision")?;
-            let last = last
-                .map(|revision| from_sql(revision, "revision"))
-                .transpose()?;
-            revisions.insert(row.try_get("stream_id")?, last);
-        }
-        Ok(revisions)
-    }
-
-    /// All events of the request in one multi-row INSERT.
-    async fn insert(
-        &mut self,
+    /// All events of the request, one row each; the position of the last.
+    fn insert(
+        &self,
         request: &WriteRequest,
         first_revision: u64,
         recorded_at: &str,
     ) -> Result<AppendResult, StoreError> {
         let last_revision = last_revision(request, first_revision)?;
-        let rows: Vec<NewRow<'_>> = request
-            .events
-            .iter()
-            .zip(first_revision..)
-            .map(|(event, revision)| NewRow {
-                request,
-                event,
-                revision,
-            })
-            .collect();
-        let position = insert_rows(&mut self.conn, &rows, recorded_at).await?;
+        let mut insert = self.conn.prepare_cached(INSERT_EVENT)?;
+        let mut position = 0;
+        for (event, revision) in request.events.iter().zip(first_revision..) {
+            insert.execute(params![
+                request.stream,
+                request.category,
+                to_sql(revision)?,
+                event.id,
+                event.event_type,
+                event.data,
+                event.metadata,
+                recorded_at,
+            ])?;
+            position = from_sql(self.conn.last_insert_rowid(), "position")?;
+        }
         Ok(AppendResult {
             next_expected_revision: last_revision,
             position,
@@ -620,11 +427,7 @@ impl Writer {
     }
 
     /// The expected-revision and idempotency rules of EventStoreDB.
-    async fn decide(
-        &mut self,
-        request: &WriteRequest,
-        current: Option<u64>,
-    ) -> Result<Decision, StoreError> {
+    fn decide(&self, request: &WriteRequest, current: Option<u64>) -> Result<Decision, StoreError> {
         let first_id = match request.events.first() {
             Some(event) => event.id.as_str(),
             None => {
@@ -644,8 +447,8 @@ impl Writer {
                 };
                 // ESDB: if the first id is already in the stream, this is a
                 // retry; it must then match completely.
-                if let Some(first) = self.revision_of(&request.stream, first_id).await? {
-                    return Ok(match self.stored_as(request, first).await? {
+                if let Some(first) = self.revision_of(&request.stream, first_id)? {
+                    return Ok(match self.stored_as(request, first)? {
                         Some(result) => Decision::AlreadyWritten(result),
                         None => Decision::Reject {
                             actual: Some(current),
@@ -673,7 +476,7 @@ impl Writer {
                 // Behind the stream: the same append retried, or a conflict.
                 if let (Some(first), Some(current)) = (first, current) {
                     if first <= current {
-                        if let Some(result) = self.stored_as(request, first).await? {
+                        if let Some(result) = self.stored_as(request, first)? {
                             return Ok(Decision::AlreadyWritten(result));
                         }
                     }
@@ -683,21 +486,16 @@ impl Writer {
         }
     }
 
-    async fn revision_of(
-        &mut self,
-        stream: &str,
-        event_id: &str,
-    ) -> Result<Option<u64>, StoreError> {
-        let first: Option<i64> = sqlx::query_scalar(
-            // INDEXED BY: without statistics SQLite would walk the whole
-            // stream in the (stream_id, revision) index instead.
-            "SELECT MIN(revision) FROM events INDEXED BY events_event_id \
-             WHERE event_id = ?1 AND stream_id = ?2",
-        )
-        .bind(event_id)
-        .bind(stream)
-        .fetch_one(&mut self.conn)
-        .await?;
+    fn revision_of(&self, stream: &str, event_id: &str) -> Result<Option<u64>, StoreError> {
+        let first: Option<i64> = self
+            .conn
+            .prepare_cached(
+                // INDEXED BY: without statistics SQLite would walk the whole
+                // stream in the (stream_id, revision) index instead.
+                "SELECT MIN(revision) FROM events INDEXED BY events_event_id \
+                 WHERE event_id = ?1 AND stream_id = ?2",
+            )?
+            .query_row([event_id, stream], |row| row.get(0))?;
         first
             .map(|revision| from_sql(revision, "revision"))
             .transpose()
@@ -705,8 +503,8 @@ impl Writer {
 
     /// If the request's events are stored at revisions `first..`, in order,
     /// the result the original append returned.
-    async fn stored_as(
-        &mut self,
+    fn stored_as(
+        &self,
         request: &WriteRequest,
         first: u64,
     ) -> Result<Option<AppendResult>, StoreError> {
@@ -717,98 +515,29 @@ impl Writer {
         let (Ok(first_sql), Ok(last_sql)) = (i64::try_from(first), i64::try_from(last)) else {
             return Ok(None);
         };
-        let rows = sqlx::query(
-            "SELECT revision, event_id, position FROM events \
+        let mut statement = self.conn.prepare_cached(
+            "SELECT event_id, position FROM events \
              WHERE stream_id = ?1 AND revision BETWEEN ?2 AND ?3 ORDER BY revision",
-        )
-        .bind(request.stream.as_str())
-        .bind(first_sql)
-        .bind(last_sql)
-        .fetch_all(&mut self.conn)
-        .await?;
+        )?;
+        let rows = statement
+            .query_map(params![request.stream, first_sql, last_sql], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
         if rows.len() != request.events.len() {
             return Ok(None);
         }
         let mut position = 0_i64;
-        for (row, event) in rows.iter().zip(&request.events) {
-            let stored_id: String = row.try_get("event_id")?;
-            if stored_id != event.id {
+        for ((stored_id, stored_position), event) in rows.iter().zip(&request.events) {
+            if *stored_id != event.id {
                 return Ok(None);
             }
-            position = row.try_get("position")?;
+            position = *stored_position;
         }
         Ok(Some(AppendResult {
             next_expected_revision: last,
             position: from_sql(position, "position")?,
         }))
-    }
-}
-
-/// One event row to insert.
-struct NewRow<'a> {
-    request: &'a WriteRequest,
-    event: &'a PreparedEvent,
-    revision: u64,
-}
-
-/// The writing requests of a batch decided but not yet inserted, and the
-/// (stream, event id) pairs of every request written in the batch so far
-/// (inserted or not), so a later request repeating one is recognised.
-#[derive(Default)]
-struct Pending {
-    /// (request index, first revision), in decision order.
-    writes: Vec<(usize, u64)>,
-    /// Kept across flushes: a repeat of an append flushed earlier in the batch
-    /// is invisible to the batch's first lookup.
-    ids: HashSet<(String, String)>,
-}
-
-impl Pending {
-    fn add(&mut self, index: usize, request: &WriteRequest, first_revision: u64) {
-        self.writes.push((index, first_revision));
-        for event in &request.events {
-            self.ids.insert((request.stream.clone(), event.id.clone()));
-        }
-    }
-
-    fn holds(&self, stream: &str, event_id: &str) -> bool {
-        self.ids.contains(&(stream.to_owned(), event_id.to_owned()))
-    }
-
-    /// After a flush: the writes are stored; their ids stay known.
-    fn clear(&mut self) {
-        self.writes.clear();
-    }
-}
-
-/// The decision that needs no stored row: a new append at the expected
-/// revision, or an `Any` append whose first id is stored nowhere in its
-/// stream. `None`: a retry or a conflict, decided against the stored rows.
-fn quick_decision(
-    request: &WriteRequest,
-    current: Option<u64>,
-    first_id_stored: bool,
-    pending: &Pending,
-) -> Option<Decision> {
-    let first_id = request.events.first()?.id.as_str();
-    match request.expected {
-        ExpectedRevision::Any | ExpectedRevision::StreamExists => match current {
-            None if request.expected == ExpectedRevision::Any => {
-                Some(Decision::Write { first_revision: 0 })
-            }
-            None => Some(Decision::Reject { actual: None }),
-            Some(_) if first_id_stored || pending.holds(&request.stream, first_id) => None,
-            Some(current) => Some(Decision::Write {
-                first_revision: current.checked_add(1)?,
-            }),
-        },
-        ExpectedRevision::NoStream => current
-            .is_none()
-            .then_some(Decision::Write { first_revision: 0 }),
-        ExpectedRevision::Exact(revision) => (current == Some(revision))
-            .then(|| revision.checked_add(1))
-            .flatten()
-            .map(|first_revision| Decision::Write { first_revision }),
     }
 }
 
@@ -820,37 +549,6 @@ fn last_revision(request: &WriteRequest, first_revision: u64) -> Result<u64, Sto
     to_sql(first_revision)?;
     to_sql(last)?;
     Ok(last)
-}
-
-/// One multi-row INSERT of `rows` (at most [`ROWS_PER_INSERT`]); the
-/// position of the last row.
-async fn insert_rows(
-    conn: &mut SqliteConnection,
-    rows: &[NewRow<'_>],
-    recorded_at: &str,
-) -> Result<u64, StoreError> {
-    debug_assert!(!rows.is_empty() && rows.len() <= ROWS_PER_INSERT);
-    let mut insert = QueryBuilder::<Sqlite>::new(
-        "INSERT INTO events \
-         (stream_id, category, revision, event_id, event_type, data, metadata, recorded_at) ",
-    );
-    let mut revisions = Vec::with_capacity(rows.len());
-    for row in rows {
-        revisions.push(to_sql(row.revision)?);
-    }
-    insert.push_values(rows.iter().zip(revisions), |mut b, (row, revision)| {
-        b.push_bind(row.request.stream.as_str())
-            .push_bind(row.request.category.as_str())
-            .push_bind(revision)
-            .push_bind(row.event.id.as_str())
-            .push_bind(row.event.event_type.as_str())
-            .push_bind(row.event.data.as_str())
-            .push_bind(row.event.metadata.as_deref())
-            .push_bind(recorded_at);
-    });
-    let done = insert.build().execute(conn).await?;
-    // The rowid of the last row of a multi-row INSERT.
-    from_sql(done.last_insert_rowid(), "position")
 }
 
 /// RFC 3339 UTC with exactly microsecond precision: sorts as text, and the

@@ -1,6 +1,7 @@
-//! The single writer task: every write of the inbox, group-committed.
+//! The single writer thread: every write of the inbox, group-committed.
 //!
-//! One task owns the only write connection. Requests (accept, claim,
+//! One OS thread owns the only write connection (rusqlite: a statement is a
+//! function call, not a hand-off to a driver's worker thread). Requests (accept, claim,
 //! complete, release, requeue) arrive over a bounded channel; the writer takes
 //! everything pending (up to the batch bounds), runs each request in arrival
 //! order inside ONE `BEGIN IMMEDIATE` transaction, commits once (one fsync
@@ -17,16 +18,15 @@
 //! batch is answered with an error and nothing of it is stored.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Datelike, Utc};
-use sqlx::sqlite::{SqliteConnection, SqliteRow};
-use sqlx::Row;
+use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::{mpsc, oneshot, Notify, OwnedSemaphorePermit};
 
-use super::{storage, ITEM_COLUMNS};
-use crate::inbox::{Acceptance, InboxError};
+use super::{decode_item, ITEM_COLUMNS};
+use crate::inbox::{Acceptance, InboxError, InboxItem};
 
 /// Most requests run in one transaction. Bounds the latency a batch adds to
 /// its first request and the work a failed COMMIT throws away.
@@ -80,8 +80,8 @@ pub(crate) enum Op {
 
 pub(crate) enum Answer {
     Accepted(Acceptance),
-    /// Rows of [`ITEM_COLUMNS`], `attempts` as it was before this claim.
-    Claimed(Vec<SqliteRow>),
+    /// In id order, `attempts` as it was before this claim.
+    Claimed(Vec<InboxItem>),
     Done,
     /// Whether a requeue found the item parked (and made it pending).
     Requeued(bool),
@@ -91,7 +91,7 @@ impl std::fmt::Debug for Answer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Answer::Accepted(acceptance) => f.debug_tuple("Accepted").field(acceptance).finish(),
-            Answer::Claimed(rows) => write!(f, "Claimed({} rows)", rows.len()),
+            Answer::Claimed(items) => write!(f, "Claimed({} items)", items.len()),
             Answer::Done => f.write_str("Done"),
             Answer::Requeued(requeued) => f.debug_tuple("Requeued").field(requeued).finish(),
         }
@@ -119,27 +119,36 @@ pub(crate) struct Counters {
 }
 
 pub(crate) struct Writer {
-    pub(crate) conn: SqliteConnection,
+    pub(crate) conn: Connection,
     pub(crate) requests: mpsc::Receiver<Request>,
     pub(crate) new_work: Arc<Notify>,
     pub(crate) counters: Arc<Counters>,
     /// A request taken from the channel that did not fit the previous batch.
     pub(crate) held: Option<Request>,
+    /// Taken (and let go at once) before each batch is gathered: while a
+    /// test holds it ([`super::SqliteInbox::pause_writer`]), requests queue
+    /// up and then land in one batch.
+    pub(crate) gate: Arc<Mutex<()>>,
 }
 
 impl Writer {
-    /// Runs until every sender is gone and the queue is drained.
-    pub(crate) async fn run(mut self) {
-        while let Some(batch) = self.next_batch().await {
-            self.commit_batch(batch).await;
+    /// Runs until every sender is gone and the queue is drained. Runs on
+    /// its own thread: it blocks.
+    pub(crate) fn run(mut self) {
+        while let Some(batch) = self.next_batch() {
+            self.commit_batch(batch);
+        }
+        if let Err((_, error)) = self.conn.close() {
+            tracing::warn!(%error, "closing the inbox write connection failed");
         }
     }
 
-    async fn next_batch(&mut self) -> Option<Vec<Request>> {
+    fn next_batch(&mut self) -> Option<Vec<Request>> {
         let first = match self.held.take() {
             Some(request) => request,
-            None => self.requests.recv().await?,
+            None => self.requests.blocking_recv()?,
         };
+        drop(super::lock(&self.gate));
         let mut bytes = first.bytes;
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH_REQUESTS {
@@ -156,19 +165,19 @@ impl Writer {
         Some(batch)
     }
 
-    async fn commit_batch(&mut self, batch: Vec<Request>) {
+    fn commit_batch(&mut self, batch: Vec<Request>) {
         let now = Utc::now();
         let mut results = Vec::with_capacity(batch.len());
         // Without savepoints first (two statements fewer per request); only when the database
         // refuses a request is the batch redone with a savepoint around each request.
-        let mut written = self.write_batch(&batch, now, &mut results, false).await;
+        let mut written = self.write_batch(&batch, now, &mut results, false);
         if matches!(written, Ok(false)) {
-            self.rollback().await;
+            self.rollback();
             results.clear();
-            written = self.write_batch(&batch, now, &mut results, true).await;
+            written = self.write_batch(&batch, now, &mut results, true);
         }
         if let Err(error) = written {
-            self.rollback().await;
+            self.rollback();
             tracing::error!(%error, requests = batch.len(), "inbox batch failed");
             for request in batch {
                 let _ = request.reply.send(Err(error.clone()));
@@ -200,8 +209,8 @@ impl Writer {
         }
     }
 
-    async fn rollback(&mut self) {
-        if let Err(rollback) = self.exec("ROLLBACK").await {
+    fn rollback(&mut self) {
+        if let Err(rollback) = self.exec("ROLLBACK") {
             // SQLite may already have rolled back on its own.
             tracing::debug!(error = %rollback, "rollback after a failed inbox batch");
         }
@@ -212,56 +221,56 @@ impl Writer {
     /// its error. Otherwise the first refusal stops the batch: `Ok(false)`,
     /// nothing committed, and the caller rolls back and runs it carefully.
     /// On `Err` nothing is committed and the caller rolls back.
-    async fn write_batch(
+    fn write_batch(
         &mut self,
         batch: &[Request],
         now: DateTime<Utc>,
         results: &mut Vec<Result<Answer, InboxError>>,
         careful: bool,
     ) -> Result<bool, InboxError> {
-        self.exec("BEGIN IMMEDIATE").await?;
+        self.exec("BEGIN IMMEDIATE")?;
         for request in batch {
             if !careful {
-                match self.execute(&request.op, now).await {
+                match self.execute(&request.op, now) {
                     Ok(answer) => results.push(Ok(answer)),
                     Err(_) => return Ok(false),
                 }
                 continue;
             }
-            self.exec("SAVEPOINT request").await?;
-            match self.execute(&request.op, now).await {
+            self.exec("SAVEPOINT request")?;
+            match self.execute(&request.op, now) {
                 Ok(answer) => {
-                    self.exec("RELEASE request").await?;
+                    self.exec("RELEASE request")?;
                     results.push(Ok(answer));
                 }
                 Err(error) => {
                     tracing::warn!(%error, "inbox refused one request of a batch");
                     // Fails (and so fails the batch) if SQLite already rolled
                     // the whole transaction back.
-                    self.exec("ROLLBACK TO request").await?;
-                    self.exec("RELEASE request").await?;
+                    self.exec("ROLLBACK TO request")?;
+                    self.exec("RELEASE request")?;
                     results.push(Err(error));
                 }
             }
         }
-        self.exec("COMMIT").await?;
+        self.exec("COMMIT")?;
         Ok(true)
     }
 
-    async fn exec(&mut self, sql: &str) -> Result<(), InboxError> {
-        sqlx::query(sql)
-            .execute(&mut self.conn)
-            .await
+    fn exec(&mut self, sql: &str) -> Result<(), InboxError> {
+        self.conn
+            .prepare_cached(sql)
+            .and_then(|mut statement| statement.execute([]))
             .map_err(storage)?;
         Ok(())
     }
 
-    async fn execute(&mut self, op: &Op, now: DateTime<Utc>) -> Result<Answer, InboxError> {
+    fn execute(&mut self, op: &Op, now: DateTime<Utc>) -> Result<Answer, InboxError> {
         match op {
-            Op::Accept(delivery) => self.accept(delivery, now).await.map(Answer::Accepted),
-            Op::Claim { max, lease } => self.claim(*max, *lease, now).await.map(Answer::Claimed),
+            Op::Accept(delivery) => self.accept(delivery, now).map(Answer::Accepted),
+            Op::Claim { max, lease } => self.claim(*max, *lease, now).map(Answer::Claimed),
             Op::Complete { id, status, reason } => {
-                self.complete(*id, status, reason.as_deref(), now).await?;
+                self.complete(*id, status, reason.as_deref(), now)?;
                 Ok(Answer::Done)
             }
             Op::Release {
@@ -269,75 +278,88 @@ impl Writer {
                 error,
                 retry_after,
             } => {
-                self.release(*id, error, *retry_after, now).await?;
+                self.release(*id, error, *retry_after, now)?;
                 Ok(Answer::Done)
             }
-            Op::Requeue { id } => self.requeue(*id, now).await.map(Answer::Requeued),
+            Op::Requeue { id } => self.requeue(*id, now).map(Answer::Requeued),
         }
     }
 
     /// Insert, or recognise the stored row with the same key: a duplicate (counted) when its
     /// body is byte for byte the same, a conflict (not counted, nothing changed) when it is not.
     /// One writer, inside its transaction: nothing can come between the look-up and the write.
-    async fn accept(
+    fn accept(
         &mut self,
         delivery: &NewDelivery,
         now: DateTime<Utc>,
     ) -> Result<Acceptance, InboxError> {
-        let known = sqlx::query(
-            "SELECT id, body = ?4 AS same_body FROM deliveries \
-             WHERE platform = ?1 AND shop = ?2 AND dedupe_key = ?3",
-        )
-        .bind(delivery.platform)
-        .bind(delivery.shop.as_str())
-        .bind(delivery.dedupe_key.as_str())
-        .bind(delivery.body.as_slice())
-        .fetch_optional(&mut self.conn)
-        .await
-        .map_err(storage)?;
-        if let Some(row) = known {
-            let id: i64 = row.try_get("id").map_err(storage)?;
-            let same_body: bool = row.try_get("same_body").map_err(storage)?;
+        let known: Option<(i64, bool)> = self
+            .conn
+            .prepare_cached(
+                "SELECT id, body = ?4 AS same_body FROM deliveries \
+                 WHERE platform = ?1 AND shop = ?2 AND dedupe_key = ?3",
+            )
+            .and_then(|mut statement| {
+                statement
+                    .query_row(
+                        params![
+                            delivery.platform,
+                            delivery.shop,
+                            delivery.dedupe_key,
+                            delivery.body
+                        ],
+                        |row| Ok((row.get(0)?, row.get(1)?)),
+                    )
+                    .optional()
+            })
+            .map_err(storage)?;
+        if let Some((id, same_body)) = known {
             if !same_body {
                 return Ok(Acceptance::Conflict { id });
             }
-            sqlx::query("UPDATE deliveries SET duplicates = duplicates + 1 WHERE id = ?1")
-                .bind(id)
-                .execute(&mut self.conn)
-                .await
+            self.conn
+                .prepare_cached("UPDATE deliveries SET duplicates = duplicates + 1 WHERE id = ?1")
+                .and_then(|mut statement| statement.execute([id]))
                 .map_err(storage)?;
             return Ok(Acceptance::Duplicate { id });
         }
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO deliveries \
-             (platform, shop, topic, dedupe_key, delivery_id, received_at, headers, body, \
-              available_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
-             RETURNING id",
-        )
-        .bind(delivery.platform)
-        .bind(delivery.shop.as_str())
-        .bind(delivery.topic.as_str())
-        .bind(delivery.dedupe_key.as_str())
-        .bind(delivery.delivery_id.as_str())
-        .bind(delivery.received_at.as_str())
-        .bind(delivery.headers.as_str())
-        .bind(delivery.body.as_slice())
-        .bind(format_timestamp(now))
-        .fetch_one(&mut self.conn)
-        .await
-        .map_err(storage)?;
+        let id: i64 = self
+            .conn
+            .prepare_cached(
+                "INSERT INTO deliveries \
+                 (platform, shop, topic, dedupe_key, delivery_id, received_at, headers, body, \
+                  available_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
+                 RETURNING id",
+            )
+            .and_then(|mut statement| {
+                statement.query_row(
+                    params![
+                        delivery.platform,
+                        delivery.shop,
+                        delivery.topic,
+                        delivery.dedupe_key,
+                        delivery.delivery_id,
+                        delivery.received_at,
+                        delivery.headers,
+                        delivery.body,
+                        format_timestamp(now),
+                    ],
+                    |row| row.get(0),
+                )
+            })
+            .map_err(storage)?;
         Ok(Acceptance::New { id })
     }
 
     /// Lease the oldest available pending items: at most `max`, and no more
     /// bodies than [`super::MAX_CLAIM_BYTES`] (but always the first one).
-    async fn claim(
+    fn claim(
         &mut self,
         max: usize,
         lease: Duration,
         now: DateTime<Utc>,
-    ) -> Result<Vec<SqliteRow>, InboxError> {
+    ) -> Result<Vec<InboxItem>, InboxError> {
         let sql = format!(
             "UPDATE deliveries SET attempts = attempts + 1, available_at = ?3 \
              WHERE id IN ( \
@@ -350,70 +372,73 @@ impl Writer {
                WHERE before < ?4) \
              RETURNING {ITEM_COLUMNS}"
         );
-        let mut rows = sqlx::query(&sql)
-            .bind(format_timestamp(now))
-            .bind(i64::try_from(max).unwrap_or(i64::MAX))
-            .bind(format_timestamp(later(now, lease)))
-            .bind(i64::try_from(super::MAX_CLAIM_BYTES).unwrap_or(i64::MAX))
-            .fetch_all(&mut self.conn)
-            .await
+        let mut statement = self.conn.prepare_cached(&sql).map_err(storage)?;
+        let mut rows = statement
+            .query(params![
+                format_timestamp(now),
+                i64::try_from(max).unwrap_or(i64::MAX),
+                format_timestamp(later(now, lease)),
+                i64::try_from(super::MAX_CLAIM_BYTES).unwrap_or(i64::MAX),
+            ])
             .map_err(storage)?;
-        // RETURNING has no defined order.
-        let mut keyed = Vec::with_capacity(rows.len());
-        for row in rows.drain(..) {
-            let id: i64 = row.try_get("id").map_err(storage)?;
-            keyed.push((id, row));
+        let mut items = Vec::new();
+        while let Some(row) = rows.next().map_err(storage)? {
+            items.push(decode_item(row)?);
         }
-        keyed.sort_unstable_by_key(|(id, _)| *id);
-        Ok(keyed.into_iter().map(|(_, row)| row).collect())
+        // RETURNING has no defined order.
+        items.sort_unstable_by_key(|item| item.id);
+        Ok(items)
     }
 
     /// The first completion stands: completing again changes nothing.
-    async fn complete(
+    fn complete(
         &mut self,
         id: i64,
         status: &str,
         reason: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<(), InboxError> {
-        let done = sqlx::query(
-            "UPDATE deliveries SET status = ?2, outcome_reason = ?3, completed_at = ?4 \
-             WHERE id = ?1 AND status = 'pending'",
-        )
-        .bind(id)
-        .bind(status)
-        .bind(reason)
-        .bind(format_timestamp(now))
-        .execute(&mut self.conn)
-        .await
-        .map_err(storage)?;
-        if done.rows_affected() == 0 {
-            self.ensure_exists(id).await?;
+        let changed = self
+            .conn
+            .prepare_cached(
+                "UPDATE deliveries SET status = ?2, outcome_reason = ?3, completed_at = ?4 \
+                 WHERE id = ?1 AND status = 'pending'",
+            )
+            .and_then(|mut statement| {
+                statement.execute(params![id, status, reason, format_timestamp(now)])
+            })
+            .map_err(storage)?;
+        if changed == 0 {
+            self.ensure_exists(id)?;
         }
         Ok(())
     }
 
     /// A completed item stays completed: releasing it changes nothing (a
     /// worker whose lease ran out may release what another one finished).
-    async fn release(
+    fn release(
         &mut self,
         id: i64,
         error: &str,
         retry_after: Duration,
         now: DateTime<Utc>,
     ) -> Result<(), InboxError> {
-        let done = sqlx::query(
-            "UPDATE deliveries SET available_at = ?2, last_error = ?3 \
-             WHERE id = ?1 AND status = 'pending'",
-        )
-        .bind(id)
-        .bind(format_timestamp(later(now, retry_after)))
-        .bind(error)
-        .execute(&mut self.conn)
-        .await
-        .map_err(storage)?;
-        if done.rows_affected() == 0 {
-            self.ensure_exists(id).await?;
+        let changed = self
+            .conn
+            .prepare_cached(
+                "UPDATE deliveries SET available_at = ?2, last_error = ?3 \
+                 WHERE id = ?1 AND status = 'pending'",
+            )
+            .and_then(|mut statement| {
+                statement.execute(params![
+                    id,
+                    format_timestamp(later(now, retry_after)),
+                    error
+                ])
+            })
+            .map_err(storage)?;
+        if changed == 0 {
+            self.ensure_exists(id)?;
         }
         Ok(())
     }
@@ -423,18 +448,20 @@ impl Writer {
     /// "requeued after: ") so the history of the row is not lost. An item in
     /// any other status is left alone (`false`): a pending one is already
     /// waiting, a processed or ignored one must not be processed twice.
-    async fn requeue(&mut self, id: i64, now: DateTime<Utc>) -> Result<bool, InboxError> {
-        let row = sqlx::query("SELECT status, outcome_reason FROM deliveries WHERE id = ?1")
-            .bind(id)
-            .fetch_optional(&mut self.conn)
-            .await
+    fn requeue(&mut self, id: i64, now: DateTime<Utc>) -> Result<bool, InboxError> {
+        let (status, reason): (String, Option<String>) = self
+            .conn
+            .prepare_cached("SELECT status, outcome_reason FROM deliveries WHERE id = ?1")
+            .and_then(|mut statement| {
+                statement
+                    .query_row([id], |row| Ok((row.get(0)?, row.get(1)?)))
+                    .optional()
+            })
             .map_err(storage)?
             .ok_or(InboxError::UnknownItem(id))?;
-        let status: String = row.try_get("status").map_err(storage)?;
         if status != "parked" {
             return Ok(false);
         }
-        let reason: Option<String> = row.try_get("outcome_reason").map_err(storage)?;
         // The attempt count starts again: the worker gives up after a number of attempts, and a
         // requeue after a fix deserves them all.
         let last_error = super::bounded(
@@ -447,31 +474,36 @@ impl Writer {
         // The status is checked again: this runs inside the writer's
         // transaction, so nothing changed it in between, but the statement
         // must be right on its own.
-        let done = sqlx::query(
-            "UPDATE deliveries SET status = 'pending', available_at = ?2, completed_at = NULL, \
-             outcome_reason = NULL, last_error = ?3, attempts = 0 \
-             WHERE id = ?1 AND status = 'parked'",
-        )
-        .bind(id)
-        .bind(format_timestamp(now))
-        .bind(last_error)
-        .execute(&mut self.conn)
-        .await
-        .map_err(storage)?;
-        Ok(done.rows_affected() == 1)
+        let changed = self
+            .conn
+            .prepare_cached(
+                "UPDATE deliveries SET status = 'pending', available_at = ?2, completed_at = NULL, \
+                 outcome_reason = NULL, last_error = ?3, attempts = 0 \
+                 WHERE id = ?1 AND status = 'parked'",
+            )
+            .and_then(|mut statement| {
+                statement.execute(params![id, format_timestamp(now), last_error])
+            })
+            .map_err(storage)?;
+        Ok(changed == 1)
     }
 
-    async fn ensure_exists(&mut self, id: i64) -> Result<(), InboxError> {
-        let found: Option<i64> = sqlx::query_scalar("SELECT id FROM deliveries WHERE id = ?1")
-            .bind(id)
-            .fetch_optional(&mut self.conn)
-            .await
+    fn ensure_exists(&mut self, id: i64) -> Result<(), InboxError> {
+        let found: Option<i64> = self
+            .conn
+            .prepare_cached("SELECT id FROM deliveries WHERE id = ?1")
+            .and_then(|mut statement| statement.query_row([id], |row| row.get(0)).optional())
             .map_err(storage)?;
         match found {
             Some(_) => Ok(()),
             None => Err(InboxError::UnknownItem(id)),
         }
     }
+}
+
+/// A database failure of the write connection, as the port's typed error.
+fn storage(error: rusqlite::Error) -> InboxError {
+    InboxError::Storage(error.to_string())
 }
 
 /// The latest time stored: timestamps keep four-digit years so that they
