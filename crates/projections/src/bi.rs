@@ -839,7 +839,7 @@ impl KnownMappings {
         let mappings = table(SKU_MAPPINGS, generation);
         let mut known = KnownMappings::default();
         for chunk in skus.chunks(ROWS_PER_STATEMENT) {
-            let list = placeholders(1, chunk.len());
+            let list = placeholders(tx, 1, chunk.len());
             let sql = format!(
                 "SELECT platform, platform_sku, effective_from, sku_id, category, \
                  commission_class, pv_per_unit FROM {mappings} WHERE platform_sku IN {list}"

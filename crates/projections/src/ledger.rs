@@ -267,7 +267,7 @@ async fn write_entries<'e>(
              debit_e6, credit_e6, kind, position, event_id, order_stream, order_revision, level, \
              plan_version, recorded_at) VALUES {} \
              ON CONFLICT (entry_id, line) DO NOTHING RETURNING entry_id",
-            values_list(chunk.len() * 2, 15)
+            values_list(tx, chunk.len() * 2, 15)
         );
         let mut query = sqlx::query(&sql);
         let accounts: Vec<(String, String)> = chunk.iter().map(Entry::accounts).collect();
@@ -351,7 +351,7 @@ async fn write_balances(
     let distributors: BTreeSet<&str> = booked.iter().map(|e| e.distributor.as_str()).collect();
     let distributors: Vec<&str> = distributors.into_iter().collect();
     for chunk in distributors.chunks(ROWS_PER_STATEMENT * 4) {
-        let list = placeholders(1, chunk.len());
+        let list = placeholders(tx, 1, chunk.len());
         let sql = format!(
             "SELECT distributor_id, currency, earned_e6, reversed_e6, paid_e6, entries \
              FROM {balances} WHERE distributor_id IN {list}"
@@ -407,7 +407,7 @@ async fn write_balances(
              paid_e6 = excluded.paid_e6, balance_e6 = excluded.balance_e6, \
              entries = excluded.entries, last_position = excluded.last_position, \
              updated_at = excluded.updated_at",
-            values_list(chunk.len(), 9)
+            values_list(tx, chunk.len(), 9)
         );
         let mut query = sqlx::query(&sql);
         for ((distributor, currency), b) in chunk {
