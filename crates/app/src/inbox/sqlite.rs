@@ -555,12 +555,17 @@ fn row_storage(error: rusqlite::Error) -> InboxError {
     InboxError::Storage(error.to_string())
 }
 
+/// Statements the writer keeps prepared: it uses 15 (transaction control, savepoints and one
+/// or two per operation); rusqlite's default of 16 would start re-preparing at the next one.
+const WRITER_STATEMENT_CACHE: usize = 32;
+
 /// The writer's connection: WAL and `synchronous=FULL` (an accept is on disk when answered).
 fn open_writer_connection(path: &Path) -> Result<rusqlite::Connection, InboxError> {
     let conn = rusqlite::Connection::open(path).map_err(row_storage)?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(row_storage)?;
     conn.pragma_update(None, "synchronous", "FULL")
         .map_err(row_storage)?;
+    conn.set_prepared_statement_cache_capacity(WRITER_STATEMENT_CACHE);
     Ok(conn)
 }
 
