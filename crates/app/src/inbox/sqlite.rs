@@ -204,6 +204,11 @@ fn storage(error: sqlx::Error) -> InboxError {
     }
 }
 
+/// A failure of a rusqlite connection (the writer's), as the port's typed error.
+pub(crate) fn rusqlite_storage(error: rusqlite::Error) -> InboxError {
+    InboxError::Storage(error.to_string())
+}
+
 fn corrupt(column: &str, value: impl std::fmt::Debug, error: impl std::fmt::Display) -> InboxError {
     InboxError::Storage(format!("corrupt {column} {value:?} in the inbox: {error}"))
 }
@@ -538,21 +543,17 @@ impl Columns for SqliteRow {
 
 impl Columns for rusqlite::Row<'_> {
     fn text(&self, column: &str) -> Result<String, InboxError> {
-        self.get(column).map_err(row_storage)
+        self.get(column).map_err(rusqlite_storage)
     }
     fn optional_text(&self, column: &str) -> Result<Option<String>, InboxError> {
-        self.get(column).map_err(row_storage)
+        self.get(column).map_err(rusqlite_storage)
     }
     fn integer(&self, column: &str) -> Result<i64, InboxError> {
-        self.get(column).map_err(row_storage)
+        self.get(column).map_err(rusqlite_storage)
     }
     fn blob(&self, column: &str) -> Result<Vec<u8>, InboxError> {
-        self.get(column).map_err(row_storage)
+        self.get(column).map_err(rusqlite_storage)
     }
-}
-
-fn row_storage(error: rusqlite::Error) -> InboxError {
-    InboxError::Storage(error.to_string())
 }
 
 /// Statements the writer keeps prepared: it uses 15 (transaction control, savepoints and one
@@ -561,10 +562,10 @@ const WRITER_STATEMENT_CACHE: usize = 32;
 
 /// The writer's connection: WAL and `synchronous=FULL` (an accept is on disk when answered).
 fn open_writer_connection(path: &Path) -> Result<rusqlite::Connection, InboxError> {
-    let conn = rusqlite::Connection::open(path).map_err(row_storage)?;
-    conn.busy_timeout(BUSY_TIMEOUT).map_err(row_storage)?;
+    let conn = rusqlite::Connection::open(path).map_err(rusqlite_storage)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(rusqlite_storage)?;
     conn.pragma_update(None, "synchronous", "FULL")
-        .map_err(row_storage)?;
+        .map_err(rusqlite_storage)?;
     conn.set_prepared_statement_cache_capacity(WRITER_STATEMENT_CACHE);
     Ok(conn)
 }

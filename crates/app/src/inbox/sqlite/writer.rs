@@ -25,7 +25,7 @@ use chrono::{DateTime, Datelike, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::{mpsc, oneshot, Notify, OwnedSemaphorePermit};
 
-use super::{decode_item, ITEM_COLUMNS};
+use super::{decode_item, rusqlite_storage, ITEM_COLUMNS};
 use crate::inbox::{Acceptance, InboxError, InboxItem};
 
 /// Most requests run in one transaction. Bounds the latency a batch adds to
@@ -261,7 +261,7 @@ impl Writer {
         self.conn
             .prepare_cached(sql)
             .and_then(|mut statement| statement.execute([]))
-            .map_err(storage)?;
+            .map_err(rusqlite_storage)?;
         Ok(())
     }
 
@@ -312,7 +312,7 @@ impl Writer {
                     )
                     .optional()
             })
-            .map_err(storage)?;
+            .map_err(rusqlite_storage)?;
         if let Some((id, same_body)) = known {
             if !same_body {
                 return Ok(Acceptance::Conflict { id });
@@ -320,7 +320,7 @@ impl Writer {
             self.conn
                 .prepare_cached("UPDATE deliveries SET duplicates = duplicates + 1 WHERE id = ?1")
                 .and_then(|mut statement| statement.execute([id]))
-                .map_err(storage)?;
+                .map_err(rusqlite_storage)?;
             return Ok(Acceptance::Duplicate { id });
         }
         let id: i64 = self
@@ -348,7 +348,7 @@ impl Writer {
                     |row| row.get(0),
                 )
             })
-            .map_err(storage)?;
+            .map_err(rusqlite_storage)?;
         Ok(Acceptance::New { id })
     }
 
@@ -372,7 +372,7 @@ impl Writer {
                WHERE before < ?4) \
              RETURNING {ITEM_COLUMNS}"
         );
-        let mut statement = self.conn.prepare_cached(&sql).map_err(storage)?;
+        let mut statement = self.conn.prepare_cached(&sql).map_err(rusqlite_storage)?;
         let mut rows = statement
             .query(params![
                 format_timestamp(now),
@@ -380,9 +380,9 @@ impl Writer {
                 format_timestamp(later(now, lease)),
                 i64::try_from(super::MAX_CLAIM_BYTES).unwrap_or(i64::MAX),
             ])
-            .map_err(storage)?;
+            .map_err(rusqlite_storage)?;
         let mut items = Vec::new();
-        while let Some(row) = rows.next().map_err(storage)? {
+        while let Some(row) = rows.next().map_err(rusqlite_storage)? {
             items.push(decode_item(row)?);
         }
         // RETURNING has no defined order.
@@ -407,7 +407,7 @@ impl Writer {
             .and_then(|mut statement| {
                 statement.execute(params![id, status, reason, format_timestamp(now)])
             })
-            .map_err(storage)?;
+            .map_err(rusqlite_storage)?;
         if changed == 0 {
             self.ensure_exists(id)?;
         }
@@ -436,7 +436,7 @@ impl Writer {
                     error
                 ])
             })
-            .map_err(storage)?;
+            .map_err(rusqlite_storage)?;
         if changed == 0 {
             self.ensure_exists(id)?;
         }
@@ -457,7 +457,7 @@ impl Writer {
                     .query_row([id], |row| Ok((row.get(0)?, row.get(1)?)))
                     .optional()
             })
-            .map_err(storage)?
+            .map_err(rusqlite_storage)?
             .ok_or(InboxError::UnknownItem(id))?;
         if status != "parked" {
             return Ok(false);
@@ -484,7 +484,7 @@ impl Writer {
             .and_then(|mut statement| {
                 statement.execute(params![id, format_timestamp(now), last_error])
             })
-            .map_err(storage)?;
+            .map_err(rusqlite_storage)?;
         Ok(changed == 1)
     }
 
@@ -493,17 +493,12 @@ impl Writer {
             .conn
             .prepare_cached("SELECT id FROM deliveries WHERE id = ?1")
             .and_then(|mut statement| statement.query_row([id], |row| row.get(0)).optional())
-            .map_err(storage)?;
+            .map_err(rusqlite_storage)?;
         match found {
             Some(_) => Ok(()),
             None => Err(InboxError::UnknownItem(id)),
         }
     }
-}
-
-/// A database failure of the write connection, as the port's typed error.
-fn storage(error: rusqlite::Error) -> InboxError {
-    InboxError::Storage(error.to_string())
 }
 
 /// The latest time stored: timestamps keep four-digit years so that they
