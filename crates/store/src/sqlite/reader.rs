@@ -91,10 +91,14 @@ impl Reader {
             .map_err(|_| StoreError::Closed)?;
         let pool = Arc::clone(&self.pool);
         let answer = tokio::task::spawn_blocking(move || {
+            // A permit is held, so an idle connection exists unless the pool was closed.
             let conn = super::lock(&pool.idle).pop().ok_or(StoreError::Closed)?;
-            let answer = read(&conn);
+            // A panicking read must not take its connection with it: the pool would then hold
+            // fewer connections than permits. Its statement is reset while unwinding.
+            let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read(&conn)));
             super::lock(&pool.idle).push(conn);
             answer
+                .unwrap_or_else(|_| Err(StoreError::database("a read of the event store panicked")))
         })
         .await
         .map_err(|error| StoreError::database(format!("read task failed: {error}")));
