@@ -164,17 +164,23 @@ async fn a_hundred_concurrent_copies_store_exactly_one() {
 }
 
 /// Runs `requests` so that they share one writer batch: the writer is paused while the future
-/// is polled once (on a current-thread runtime every request is queued by then), then let go.
+/// is polled (on a current-thread runtime every request is queued by then), then let go.
 async fn in_one_batch<F: std::future::Future>(inbox: &SqliteInbox, requests: F) -> F::Output {
-    let mut requests = std::pin::pin!(requests);
+    // `unconstrained`: Tokio's cooperative budget would otherwise stop the sends part-way (the
+    // task does not yield to the runtime while paused).
+    let mut requests = std::pin::pin!(tokio::task::unconstrained(requests));
     {
         let _paused = inbox.pause_writer();
         let waker = futures::task::noop_waker();
         let mut context = std::task::Context::from_waker(&waker);
-        assert!(
-            requests.as_mut().poll(&mut context).is_pending(),
-            "answered while the writer was paused"
-        );
+        // `join_all` of many futures polls at most 32 of them per poll (FuturesUnordered's
+        // budget): poll again until every one has had its turn (16 polls cover 512).
+        for _ in 0..16 {
+            assert!(
+                std::future::Future::poll(requests.as_mut(), &mut context).is_pending(),
+                "answered while the writer was paused"
+            );
+        }
     }
     requests.await
 }

@@ -41,18 +41,24 @@ async fn raw_connection(path: &Path) -> sqlx::SqliteConnection {
 }
 
 /// Runs `appends` so that they share one writer batch: the writer is paused
-/// while the future is polled once (on a current-thread runtime every append
+/// while the future is polled (on a current-thread runtime every append
 /// is queued by then), and then let go.
 async fn in_one_batch<F: std::future::Future>(store: &SqliteEventStore, appends: F) -> F::Output {
-    let mut appends = std::pin::pin!(appends);
+    // `unconstrained`: Tokio's cooperative budget would otherwise stop the sends part-way (the
+    // task does not yield to the runtime while paused).
+    let mut appends = std::pin::pin!(tokio::task::unconstrained(appends));
     {
         let _paused = store.pause_writer();
         let waker = futures::task::noop_waker();
         let mut context = std::task::Context::from_waker(&waker);
-        assert!(
-            appends.as_mut().poll(&mut context).is_pending(),
-            "answered while the writer was paused"
-        );
+        // `join_all` of many futures polls at most 32 of them per poll (FuturesUnordered's
+        // budget): poll again until every one has had its turn (16 polls cover 512).
+        for _ in 0..16 {
+            assert!(
+                std::future::Future::poll(appends.as_mut(), &mut context).is_pending(),
+                "answered while the writer was paused"
+            );
+        }
     }
     appends.await
 }
