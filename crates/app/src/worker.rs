@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use crate::consumer::{count_retry, RetryPolicy};
 use crate::eventio::Provenance;
-use crate::inbox::{Inbox, InboxError, InboxItem, Outcome};
+use crate::inbox::{Inbox, InboxError, InboxItem, Outcome, Settlement};
 use crate::orders::{App, UpdateOutcome};
 
 /// Deliveries claimed at once.
@@ -101,10 +101,19 @@ impl Worker {
     }
 
     /// One pass: claims and processes what is available now. Returns how many were processed.
+    ///
+    /// How each delivery ended is recorded with the next claim, in one inbox transaction: a
+    /// delivery's effects are durable before its settlement is even sent, so a crash (or an
+    /// inbox failure) in between only hands it out again when its lease runs out, and
+    /// processing it again changes nothing.
     pub async fn process_available(&self) -> Result<usize, WorkerError> {
         let mut total = 0;
+        let mut settled = Vec::new();
         loop {
-            let items = self.inbox.claim(CLAIM_BATCH, LEASE).await?;
+            let items = self
+                .inbox
+                .settle_and_claim(std::mem::take(&mut settled), CLAIM_BATCH, LEASE)
+                .await?;
             if items.is_empty() {
                 return Ok(total);
             }
@@ -112,33 +121,31 @@ impl Worker {
             // Deliveries are processed concurrently: different orders are independent, and two
             // deliveries of one order are kept apart by the stream's expected revision (the
             // loser decides again; facts commute). Concurrent appends also share the store's
-            // group commit. The first inbox failure is returned after the batch settles.
-            let results: Vec<Result<(), WorkerError>> = futures::stream::iter(items)
+            // group commit.
+            settled = futures::stream::iter(items)
                 .map(|item| self.process(item))
                 .buffer_unordered(CONCURRENT_DELIVERIES)
                 .collect()
                 .await;
-            results.into_iter().collect::<Result<(), _>>()?;
         }
     }
 
-    async fn process(&self, item: InboxItem) -> Result<(), WorkerError> {
+    /// Processes one delivery and says how it ended; the caller records that.
+    async fn process(&self, item: InboxItem) -> Settlement {
         let d = &item.delivery;
+        let completed = |outcome| Settlement::Completed {
+            id: item.id,
+            outcome,
+        };
         let interpretation = upline_platforms::interpret(d.platform, &d.shop, &d.topic, &d.body);
         let update = match interpretation {
             Ok(Interpretation::Order(update)) => update,
             Ok(Interpretation::Ignored { reason }) => {
-                return Ok(self
-                    .inbox
-                    .complete(item.id, &Outcome::Ignored { reason })
-                    .await?);
+                return completed(Outcome::Ignored { reason })
             }
             Err(e) => {
                 let reason = format!("payload: {e}");
-                return Ok(self
-                    .inbox
-                    .complete(item.id, &Outcome::Parked { reason })
-                    .await?);
+                return completed(Outcome::Parked { reason });
             }
         };
         let identity = format!("{}/{}/{}", d.platform, d.shop, d.dedupe_key);
@@ -160,9 +167,9 @@ impl Worker {
             // `upline parked retry` finds it: the delivery itself is done with.
             Ok(UpdateOutcome::Parked { reason, .. }) => {
                 tracing::info!(delivery = item.id, reason = %reason, "order update parked");
-                self.inbox.complete(item.id, &Outcome::Processed).await?;
+                completed(Outcome::Processed)
             }
-            Ok(_) => self.inbox.complete(item.id, &Outcome::Processed).await?,
+            Ok(_) => completed(Outcome::Processed),
             Err(e) if e.is_transient() => {
                 count_retry(CONSUMER, true);
                 // `attempts` counts the claims before this one: this was attempt attempts + 1.
@@ -170,13 +177,15 @@ impl Worker {
                 if attempts >= self.retry.max_attempts {
                     let reason = format!("gave up after {attempts} attempts: {e}");
                     tracing::error!(delivery = item.id, %reason, "delivery parked");
-                    self.inbox
-                        .complete(item.id, &Outcome::Parked { reason })
-                        .await?;
+                    completed(Outcome::Parked { reason })
                 } else {
                     let pause = self.retry.pause_after(attempts);
                     tracing::warn!(delivery = item.id, attempts, error = %e, ?pause, "delivery failed; retrying later");
-                    self.inbox.release(item.id, &e.to_string(), pause).await?;
+                    Settlement::Released {
+                        id: item.id,
+                        error: e.to_string(),
+                        retry_after: pause,
+                    }
                 }
             }
             Err(e) => {
@@ -184,16 +193,10 @@ impl Worker {
                 // a stored event that cannot be read, an event that would not read back, a
                 // limit. Park the delivery with the reason so nothing is lost.
                 tracing::error!(delivery = item.id, error = %e, "delivery cannot be processed");
-                self.inbox
-                    .complete(
-                        item.id,
-                        &Outcome::Parked {
-                            reason: e.to_string(),
-                        },
-                    )
-                    .await?;
+                completed(Outcome::Parked {
+                    reason: e.to_string(),
+                })
             }
         }
-        Ok(())
     }
 }

@@ -11,7 +11,7 @@ use tempfile::TempDir;
 use upline_app::inbox::sqlite::{
     DeliveryStatus, SqliteInbox, MAX_CLAIM, MAX_DELIVERY_BYTES, MAX_DELIVERY_META_BYTES,
 };
-use upline_app::inbox::{Acceptance, Delivery, Inbox, InboxError, InboxItem, Outcome};
+use upline_app::inbox::{Acceptance, Delivery, Inbox, InboxError, InboxItem, Outcome, Settlement};
 use upline_domain::ids::{Platform, ShopId};
 
 const LONG: Duration = Duration::from_secs(60);
@@ -343,6 +343,74 @@ async fn a_refused_request_fails_alone_in_its_batch() {
     assert!(matches!(second, Ok(Acceptance::New { .. })), "{second:?}");
     assert_eq!(inbox.writer_stats().commits - before, 1, "one transaction");
     assert_eq!(inbox.stats().await.unwrap().pending, 2);
+}
+
+/// Given two claimed deliveries and a third pending, when a worker settles the two and claims
+/// again, then one transaction records both settlements and leases only the third.
+#[tokio::test]
+async fn settlements_and_the_next_claim_are_one_transaction() {
+    let dir = TempDir::new().unwrap();
+    let inbox = open(&inbox_path(&dir)).await;
+    let done = new_id(&inbox, delivery("acme.myshopify.com", "evt-1")).await;
+    let failed = new_id(&inbox, delivery("acme.myshopify.com", "evt-2")).await;
+    assert_eq!(
+        ids(&inbox.claim(2, LONG).await.unwrap()),
+        vec![done, failed]
+    );
+    let next = new_id(&inbox, delivery("acme.myshopify.com", "evt-3")).await;
+    let before = inbox.writer_stats().commits;
+
+    let settled = vec![
+        Settlement::Completed {
+            id: done,
+            outcome: Outcome::Processed,
+        },
+        Settlement::Released {
+            id: failed,
+            error: "store unavailable".to_string(),
+            retry_after: Duration::from_secs(3600),
+        },
+    ];
+    let claimed = inbox.settle_and_claim(settled, 10, LONG).await.unwrap();
+
+    assert_eq!(ids(&claimed), vec![next]);
+    assert_eq!(inbox.writer_stats().commits - before, 1, "one transaction");
+    let done = inbox.item(done).await.unwrap().unwrap();
+    assert_eq!(done.status, DeliveryStatus::Processed);
+    let failed = inbox.item(failed).await.unwrap().unwrap();
+    assert_eq!(failed.status, DeliveryStatus::Pending);
+    assert_eq!(failed.last_error.as_deref(), Some("store unavailable"));
+    assert!(failed.available_at > Utc::now() + chrono::Duration::minutes(59));
+}
+
+/// A settlement the inbox refuses (an item it never had) fails its whole request: the other
+/// settlement is not recorded and nothing is claimed, so the worker's items come back when
+/// their leases run out instead of being half recorded.
+#[tokio::test]
+async fn a_refused_settlement_records_nothing_of_its_request() {
+    let dir = TempDir::new().unwrap();
+    let inbox = open(&inbox_path(&dir)).await;
+    let claimed = new_id(&inbox, delivery("acme.myshopify.com", "evt-1")).await;
+    assert_eq!(ids(&inbox.claim(1, LONG).await.unwrap()), vec![claimed]);
+    let waiting = new_id(&inbox, delivery("acme.myshopify.com", "evt-2")).await;
+
+    let settled = vec![
+        Settlement::Completed {
+            id: claimed,
+            outcome: Outcome::Processed,
+        },
+        Settlement::Completed {
+            id: 4242,
+            outcome: Outcome::Processed,
+        },
+    ];
+    let answer = inbox.settle_and_claim(settled, 10, LONG).await;
+
+    assert_eq!(answer, Err(InboxError::UnknownItem(4242)));
+    let claimed = inbox.item(claimed).await.unwrap().unwrap();
+    assert_eq!(claimed.status, DeliveryStatus::Pending);
+    let waiting = inbox.item(waiting).await.unwrap().unwrap();
+    assert_eq!(waiting.attempts, 0, "not claimed");
 }
 
 #[tokio::test]

@@ -113,3 +113,37 @@ async fn a_delivery_failing_transiently_is_retried_with_back_off_then_parked() {
         .unwrap()
         .is_empty());
 }
+
+/// Given five deliveries, when the worker takes what is available, then the inbox commits
+/// twice: the claim of all five, and their five outcomes recorded together with the (empty)
+/// next claim. One commit per delivery would be seven.
+#[tokio::test]
+async fn a_claims_outcomes_are_recorded_with_the_next_claim() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path()).await;
+    let app = Arc::new(
+        App::open(store as Arc<dyn EventStore>, AppConfig::default())
+            .await
+            .unwrap(),
+    );
+    let inbox = Arc::new(
+        SqliteInbox::open(&dir.path().join("inbox.sqlite"))
+            .await
+            .unwrap(),
+    );
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        let key = format!("e-{n}");
+        ids.push(accept(&inbox, delivery(&key, "customers/create", b"{}")).await);
+    }
+    let worker = Worker::new(inbox.clone() as Arc<dyn Inbox>, app);
+    let before = inbox.writer_stats().commits;
+
+    assert_eq!(worker.process_available().await.unwrap(), 5);
+
+    assert_eq!(inbox.writer_stats().commits - before, 2);
+    for id in ids {
+        let item = inbox.item(id).await.unwrap().unwrap();
+        assert_eq!(item.status, DeliveryStatus::Ignored, "{item:?}");
+    }
+}

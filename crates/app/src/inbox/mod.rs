@@ -69,6 +69,20 @@ pub enum Outcome {
     Parked { reason: String },
 }
 
+/// How a worker finished with a claimed item, recorded with its next claim
+/// ([`Inbox::settle_and_claim`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settlement {
+    /// As [`Inbox::complete`]: never handed out again.
+    Completed { id: i64, outcome: Outcome },
+    /// As [`Inbox::release`]: handed out again no sooner than `retry_after`.
+    Released {
+        id: i64,
+        error: String,
+        retry_after: Duration,
+    },
+}
+
 /// Counts for metrics and `/readyz`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct InboxStats {
@@ -104,6 +118,31 @@ pub trait Inbox: Send + Sync {
     async fn complete(&self, id: i64, outcome: &Outcome) -> Result<(), InboxError>;
     /// Gives an item back after a transient failure, to be retried no sooner than `retry_after`.
     async fn release(&self, id: i64, error: &str, retry_after: Duration) -> Result<(), InboxError>;
+    /// Records `settled` in order, each exactly as `complete` or `release` would, then claims
+    /// up to `max` more as `claim` would. The embedded inbox does all of it in one transaction,
+    /// so a worker's bookkeeping costs one commit per claim instead of one per delivery. On an
+    /// error nothing of it may have been recorded: the items stay leased and come back when
+    /// their leases run out, which a worker's idempotent processing absorbs.
+    ///
+    /// The default makes the calls one after the other.
+    async fn settle_and_claim(
+        &self,
+        settled: Vec<Settlement>,
+        max: usize,
+        lease: Duration,
+    ) -> Result<Vec<InboxItem>, InboxError> {
+        for settlement in settled {
+            match settlement {
+                Settlement::Completed { id, outcome } => self.complete(id, &outcome).await?,
+                Settlement::Released {
+                    id,
+                    error,
+                    retry_after,
+                } => self.release(id, &error, retry_after).await?,
+            }
+        }
+        self.claim(max, lease).await
+    }
     async fn stats(&self) -> Result<InboxStats, InboxError>;
     /// Woken whenever a new delivery is accepted, so a worker need not poll fast.
     fn new_work(&self) -> Arc<tokio::sync::Notify>;

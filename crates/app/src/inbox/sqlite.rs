@@ -42,8 +42,8 @@ use sqlx::{ConnectOptions, Row};
 use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
 use upline_domain::ids::{Platform, ShopId};
 
-use super::{Acceptance, Delivery, Inbox, InboxError, InboxItem, InboxStats, Outcome};
-use writer::{Answer, Counters, NewDelivery, Op, Request, Writer};
+use super::{Acceptance, Delivery, Inbox, InboxError, InboxItem, InboxStats, Outcome, Settlement};
+use writer::{Answer, Counters, NewDelivery, Op, Request, Settled, Writer};
 
 pub use writer::{MAX_BATCH_BYTES, MAX_BATCH_REQUESTS};
 
@@ -63,6 +63,10 @@ pub const MAX_CLAIM: usize = 256;
 
 /// Most body bytes one `claim` hands out (the first item always goes, even
 /// if larger): bounds a worker's memory at a few full-size deliveries.
+/// Most settlements recorded in one request of [`Inbox::settle_and_claim`]; more are recorded in
+/// several (the last one also claims). A worker settles what it claimed, at most [`MAX_CLAIM`].
+pub const MAX_SETTLEMENTS: usize = MAX_CLAIM;
+
 pub const MAX_CLAIM_BYTES: usize = 64 * 1024 * 1024;
 
 /// Most items one `list` returns (a larger `limit` is reduced to it).
@@ -500,6 +504,33 @@ fn prepare(delivery: Delivery) -> Result<(NewDelivery, usize), InboxError> {
 }
 
 /// At most `max` bytes of `text`, cut at a character boundary.
+/// A settlement in the writer's terms: the status it stores, reasons bounded.
+fn settled_op(settlement: &Settlement) -> Settled {
+    match settlement {
+        Settlement::Completed { id, outcome } => {
+            let (status, reason) = match outcome {
+                Outcome::Processed => (DeliveryStatus::Processed, None),
+                Outcome::Ignored { reason } => (DeliveryStatus::Ignored, Some(reason)),
+                Outcome::Parked { reason } => (DeliveryStatus::Parked, Some(reason)),
+            };
+            Settled::Complete {
+                id: *id,
+                status: status.as_str(),
+                reason: reason.map(|reason| bounded(reason, MAX_REASON_BYTES)),
+            }
+        }
+        Settlement::Released {
+            id,
+            error,
+            retry_after,
+        } => Settled::Release {
+            id: *id,
+            error: bounded(error, MAX_REASON_BYTES),
+            retry_after: *retry_after,
+        },
+    }
+}
+
 fn bounded(text: &str, max: usize) -> String {
     if text.len() <= max {
         return text.to_owned();
@@ -641,41 +672,66 @@ impl Inbox for SqliteInbox {
     }
 
     async fn claim(&self, max: usize, lease: Duration) -> Result<Vec<InboxItem>, InboxError> {
-        let max = max.min(MAX_CLAIM);
-        if max == 0 {
-            return Ok(Vec::new());
-        }
-        match self.submit(Op::Claim { max, lease }, 0).await? {
-            Answer::Claimed(items) => Ok(items),
-            other => Err(unexpected(other)),
-        }
+        self.settle_and_claim(Vec::new(), max, lease).await
     }
 
     async fn complete(&self, id: i64, outcome: &Outcome) -> Result<(), InboxError> {
-        let (status, reason) = match outcome {
-            Outcome::Processed => (DeliveryStatus::Processed, None),
-            Outcome::Ignored { reason } => (DeliveryStatus::Ignored, Some(reason)),
-            Outcome::Parked { reason } => (DeliveryStatus::Parked, Some(reason)),
-        };
-        let op = Op::Complete {
+        let settled = Settlement::Completed {
             id,
-            status: status.as_str(),
-            reason: reason.map(|reason| bounded(reason, MAX_REASON_BYTES)),
+            outcome: outcome.clone(),
         };
-        match self.submit(op, 0).await? {
-            Answer::Done => Ok(()),
-            other => Err(unexpected(other)),
-        }
+        self.settle_and_claim(vec![settled], 0, Duration::ZERO)
+            .await
+            .map(drop)
     }
 
     async fn release(&self, id: i64, error: &str, retry_after: Duration) -> Result<(), InboxError> {
-        let op = Op::Release {
+        let settled = Settlement::Released {
             id,
-            error: bounded(error, MAX_REASON_BYTES),
+            error: error.to_owned(),
             retry_after,
         };
-        match self.submit(op, 0).await? {
-            Answer::Done => Ok(()),
+        self.settle_and_claim(vec![settled], 0, Duration::ZERO)
+            .await
+            .map(drop)
+    }
+
+    async fn settle_and_claim(
+        &self,
+        settled: Vec<Settlement>,
+        max: usize,
+        lease: Duration,
+    ) -> Result<Vec<InboxItem>, InboxError> {
+        let mut settled: Vec<Settled> = settled.iter().map(settled_op).collect();
+        // All but the last `MAX_SETTLEMENTS` in requests of their own, in order.
+        while settled.len() > MAX_SETTLEMENTS {
+            let rest = settled.split_off(MAX_SETTLEMENTS);
+            let op = Op::SettleAndClaim {
+                settled: std::mem::replace(&mut settled, rest),
+                max: 0,
+                lease,
+            };
+            match self.submit(op, 0).await? {
+                Answer::Claimed(_) => {}
+                other => return Err(unexpected(other)),
+            }
+        }
+        let max = max.min(MAX_CLAIM);
+        if max == 0 && settled.is_empty() {
+            return Ok(Vec::new());
+        }
+        match self
+            .submit(
+                Op::SettleAndClaim {
+                    settled,
+                    max,
+                    lease,
+                },
+                0,
+            )
+            .await?
+        {
+            Answer::Claimed(items) => Ok(items),
             other => Err(unexpected(other)),
         }
     }

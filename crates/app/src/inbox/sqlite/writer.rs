@@ -1,8 +1,8 @@
 //! The single writer thread: every write of the inbox, group-committed.
 //!
 //! One OS thread owns the only write connection (rusqlite: a statement is a
-//! function call, not a hand-off to a driver's worker thread). Requests (accept, claim,
-//! complete, release, requeue) arrive over a bounded channel; the writer takes
+//! function call, not a hand-off to a driver's worker thread). Requests (accept; settle and
+//! claim, which a lone complete, release or claim also is; requeue) arrive over a bounded channel; the writer takes
 //! everything pending (up to the batch bounds), runs each request in arrival
 //! order inside ONE `BEGIN IMMEDIATE` transaction, commits once (one fsync
 //! for the whole batch), wakes workers for the new (or requeued) deliveries and then
@@ -54,14 +54,10 @@ pub(crate) struct NewDelivery {
     pub(crate) body: Vec<u8>,
 }
 
+/// How a worker finished with an item, in the writer's terms: the status stored, reasons already
+/// bounded.
 #[derive(Debug)]
-pub(crate) enum Op {
-    Accept(NewDelivery),
-    /// `max` is already bounded by [`super::MAX_CLAIM`] and at least 1.
-    Claim {
-        max: usize,
-        lease: Duration,
-    },
+pub(crate) enum Settled {
     Complete {
         id: i64,
         status: &'static str,
@@ -72,6 +68,19 @@ pub(crate) enum Op {
         error: String,
         retry_after: Duration,
     },
+}
+
+#[derive(Debug)]
+pub(crate) enum Op {
+    Accept(NewDelivery),
+    /// Records `settled` in order, then claims up to `max` (none when 0), atomically: one
+    /// request, so one savepoint when its batch is run carefully. `max` is already bounded by
+    /// [`super::MAX_CLAIM`], `settled` by [`super::MAX_SETTLEMENTS`].
+    SettleAndClaim {
+        settled: Vec<Settled>,
+        max: usize,
+        lease: Duration,
+    },
     /// A parked item back to pending (an operator's retry after a fix).
     Requeue {
         id: i64,
@@ -80,9 +89,8 @@ pub(crate) enum Op {
 
 pub(crate) enum Answer {
     Accepted(Acceptance),
-    /// In id order, `attempts` as it was before this claim.
+    /// In id order, `attempts` as it was before this claim (empty when `max` was 0).
     Claimed(Vec<InboxItem>),
-    Done,
     /// Whether a requeue found the item parked (and made it pending).
     Requeued(bool),
 }
@@ -92,7 +100,6 @@ impl std::fmt::Debug for Answer {
         match self {
             Answer::Accepted(acceptance) => f.debug_tuple("Accepted").field(acceptance).finish(),
             Answer::Claimed(items) => write!(f, "Claimed({} items)", items.len()),
-            Answer::Done => f.write_str("Done"),
             Answer::Requeued(requeued) => f.debug_tuple("Requeued").field(requeued).finish(),
         }
     }
@@ -268,18 +275,18 @@ impl Writer {
     fn execute(&mut self, op: &Op, now: DateTime<Utc>) -> Result<Answer, InboxError> {
         match op {
             Op::Accept(delivery) => self.accept(delivery, now).map(Answer::Accepted),
-            Op::Claim { max, lease } => self.claim(*max, *lease, now).map(Answer::Claimed),
-            Op::Complete { id, status, reason } => {
-                self.complete(*id, status, reason.as_deref(), now)?;
-                Ok(Answer::Done)
-            }
-            Op::Release {
-                id,
-                error,
-                retry_after,
+            Op::SettleAndClaim {
+                settled,
+                max,
+                lease,
             } => {
-                self.release(*id, error, *retry_after, now)?;
-                Ok(Answer::Done)
+                for settlement in settled {
+                    self.settle(settlement, now)?;
+                }
+                if *max == 0 {
+                    return Ok(Answer::Claimed(Vec::new()));
+                }
+                self.claim(*max, *lease, now).map(Answer::Claimed)
             }
             Op::Requeue { id } => self.requeue(*id, now).map(Answer::Requeued),
         }
@@ -388,6 +395,19 @@ impl Writer {
         // RETURNING has no defined order.
         items.sort_unstable_by_key(|item| item.id);
         Ok(items)
+    }
+
+    fn settle(&mut self, settlement: &Settled, now: DateTime<Utc>) -> Result<(), InboxError> {
+        match settlement {
+            Settled::Complete { id, status, reason } => {
+                self.complete(*id, status, reason.as_deref(), now)
+            }
+            Settled::Release {
+                id,
+                error,
+                retry_after,
+            } => self.release(*id, error, *retry_after, now),
+        }
     }
 
     /// The first completion stands: completing again changes nothing.
