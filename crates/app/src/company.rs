@@ -78,7 +78,59 @@ pub struct CompanyState {
     pub customers: HashMap<String, DistributorId>,
 }
 
+/// A customer's first enrolment, ready to append: with `NoStream`, because a customer is
+/// enrolled once, with the first distributor who refers them (of two racing first enrolments,
+/// one is recorded and the other refused as a wrong expected revision).
+#[derive(Debug, Clone)]
+pub struct NewEnrolment {
+    pub stream: String,
+    pub distributor: DistributorId,
+    pub append: Append,
+}
+
+impl NewEnrolment {
+    fn of(
+        stream: String,
+        distributor: &DistributorId,
+        at: DateTime<Utc>,
+        provenance: &Provenance,
+    ) -> Result<NewEnrolment, AppError> {
+        let event = CustomerEvent::CustomerEnrolled {
+            distributor_id: distributor.clone(),
+            enrolled_at: at,
+        };
+        let data = event_data(&stream, "enrolment", &event, provenance)?;
+        Ok(NewEnrolment {
+            append: Append {
+                stream: stream.clone(),
+                expected: ExpectedRevision::NoStream,
+                events: vec![data],
+            },
+            stream,
+            distributor: distributor.clone(),
+        })
+    }
+}
+
 impl CompanyState {
+    /// The enrolment of `customer_id` with `distributor`, unless the customer is enrolled
+    /// already, with anyone (the first enrolment stands).
+    pub fn first_enrolment(
+        &self,
+        platform: Platform,
+        shop: &ShopId,
+        customer_id: &str,
+        distributor: &DistributorId,
+        at: DateTime<Utc>,
+        provenance: &Provenance,
+    ) -> Result<Option<NewEnrolment>, AppError> {
+        let stream = streams::customer(platform, shop, customer_id);
+        if self.customers.contains_key(&stream) {
+            return Ok(None);
+        }
+        NewEnrolment::of(stream, distributor, at, provenance).map(Some)
+    }
+
     pub fn enrolled_with(
         &self,
         platform: Platform,
@@ -387,27 +439,30 @@ impl CompanyModel {
             }
             .into());
         }
-        let event = CustomerEvent::CustomerEnrolled {
-            distributor_id: distributor.clone(),
-            enrolled_at: at,
-        };
-        let data = event_data(&stream, "enrolment", &event, provenance)?;
-        // NoStream: a customer is enrolled once, with the first distributor who refers them.
-        match self
-            .store
-            .append(&stream, ExpectedRevision::NoStream, vec![data])
-            .await
-        {
+        let enrolment = NewEnrolment::of(stream, distributor, at, provenance)?;
+        let Append {
+            stream,
+            expected,
+            events,
+        } = enrolment.append.clone();
+        match self.store.append(&stream, expected, events).await {
             Ok(_) => {}
             Err(e) if e.is_wrong_expected_revision() => return Ok(false),
             Err(e) => return Err(e.into()),
         }
+        self.enrolled(enrolment).await;
+        Ok(true)
+    }
+
+    /// Takes into the model an enrolment this process appended, so that the next decision
+    /// knows it without waiting for a refresh (which reads it again and changes nothing).
+    pub async fn enrolled(&self, enrolment: NewEnrolment) {
         self.state
             .write()
             .await
             .customers
-            .insert(stream, distributor.clone());
-        Ok(true)
+            .entry(enrolment.stream)
+            .or_insert(enrolment.distributor);
     }
 }
 

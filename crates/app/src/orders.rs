@@ -22,7 +22,10 @@ use upline_domain::order::{
 use upline_domain::plan::CommissionPlan;
 use upline_domain::snapshot::{HierarchySnapshot, SnapshotRequest};
 use upline_platforms::model::{OrderFact, OrderUpdate};
-use upline_store::{AllStart, Direction, EventStore, ExpectedRevision, StreamFilter, StreamStart};
+use upline_store::{
+    AllStart, Append, Direction, EventStore, ExpectedRevision, StoreError, StreamFilter,
+    StreamStart,
+};
 
 use crate::attribution::{attribute, Attribution, AttributionSource, DEFAULT_PRECEDENCE};
 use crate::company::{CompanyModel, CompanyState};
@@ -268,6 +271,17 @@ impl App {
                         events.push(event);
                     }
                 }
+                let enrolment = match enrolment {
+                    Some((customer, distributor, at)) => company.first_enrolment(
+                        update.key.platform,
+                        &update.key.shop,
+                        &customer,
+                        &distributor,
+                        at,
+                        provenance,
+                    )?,
+                    None => None,
+                };
                 (events, enrolment)
             };
             if events.is_empty() {
@@ -280,20 +294,40 @@ impl App {
                 .map(|(i, e)| event_data(&stream, &(first + i as u64).to_string(), e, provenance))
                 .collect::<Result<Vec<_>, _>>()?;
             let expected = revision.map_or(ExpectedRevision::NoStream, ExpectedRevision::Exact);
-            match self.store.append(&stream, expected, data).await {
-                Ok(_) => {
-                    if let Some((customer, distributor, at)) = enrolment {
-                        self.enroll_first_referrer(update, &customer, &distributor, at, provenance)
-                            .await?;
-                    }
-                    return Ok(events.len());
-                }
-                Err(e) if e.is_wrong_expected_revision() => {
+            // The customer's first enrolment goes with the order that made it, in one call, so
+            // the store commits both together: after the order's events, and only if they were
+            // appended (a conflict stops it too, and the order is decided again).
+            let mut appends = vec![Append {
+                stream: stream.clone(),
+                expected,
+                events: data,
+            }];
+            appends.extend(enrolment.as_ref().map(|e| e.append.clone()));
+            let mut results = self.store.append_in_order(appends).await?.into_iter();
+            match results.next() {
+                Some(Ok(_)) => {}
+                Some(Err(e)) if e.is_wrong_expected_revision() => {
                     metrics::counter!("upline_command_conflicts_total").increment(1);
                     tracing::debug!(stream = %stream, "concurrency conflict; deciding again");
+                    continue;
                 }
-                Err(e) => return Err(e.into()),
+                Some(Err(e)) => return Err(e.into()),
+                None => {
+                    let missing =
+                        StoreError::database("the store left an ordered append unanswered");
+                    return Err(AppError::from(missing).into());
+                }
             }
+            if let (Some(enrolment), Some(result)) = (enrolment, results.next()) {
+                match result {
+                    Ok(_) => self.company.enrolled(enrolment).await,
+                    // Enrolled first by another order at the same moment: that enrolment stands,
+                    // and the model reads it at its next refresh.
+                    Err(e) if e.is_wrong_expected_revision() => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            return Ok(events.len());
         }
         Err(Refusal::Fail(AppError::TooManyConflicts {
             stream,
@@ -372,32 +406,6 @@ impl App {
             });
         }
         Ok((commands, enrolment))
-    }
-
-    async fn enroll_first_referrer(
-        &self,
-        update: &OrderUpdate,
-        customer: &str,
-        distributor: &DistributorId,
-        at: DateTime<Utc>,
-        provenance: &Provenance,
-    ) -> Result<(), AppError> {
-        let result = self
-            .company
-            .enroll_customer(
-                update.key.platform,
-                &update.key.shop,
-                customer,
-                distributor,
-                at,
-                provenance,
-            )
-            .await;
-        match result {
-            // Enrolled with someone else first: that enrolment stands.
-            Ok(_) | Err(AppError::CustomerEnrolledElsewhere { .. }) => Ok(()),
-            Err(e) => Err(e),
-        }
     }
 
     async fn parked_events(&self, parked_stream: &str) -> Result<Vec<ParkingEvent>, AppError> {
