@@ -179,12 +179,21 @@ impl CompanyModel {
     /// when there are none: one indexed query.
     pub async fn refresh(&self) -> Result<(), AppError> {
         let mut position = self.position.lock().await;
-        // Readers are only held back when there is something to apply.
-        if self.first_company_event_after(*position).await?.is_none() {
-            return Ok(());
+        // Pages are read and decoded before the state is locked: deciders wait only while a
+        // page is applied, never on the store.
+        while let Some(page) = Page::after(self.store.as_ref(), *position).await? {
+            {
+                let mut state = self.state.write().await;
+                for fact in page.facts {
+                    fact.apply(&mut state)?;
+                }
+            }
+            *position = page.last;
+            if !page.full {
+                break;
+            }
         }
-        let mut state = self.state.write().await;
-        catch_up(self.store.as_ref(), &mut state, &mut position).await
+        Ok(())
     }
 
     /// The position of the first company event after `position`, if any: one indexed read.
@@ -535,21 +544,100 @@ async fn catch_up(
     state: &mut CompanyState,
     position: &mut u64,
 ) -> Result<(), AppError> {
-    loop {
-        let page = store
+    while let Some(page) = Page::after(store, *position).await? {
+        for fact in page.facts {
+            fact.apply(state)?;
+        }
+        *position = page.last;
+        if !page.full {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Up to [`LOAD_PAGE`] company events after a position, decoded.
+struct Page {
+    facts: Vec<CompanyFact>,
+    /// The position of the page's last event.
+    last: u64,
+    /// A whole page: more may follow.
+    full: bool,
+}
+
+impl Page {
+    /// `None` when nothing was recorded after `position`.
+    async fn after(store: &dyn EventStore, position: u64) -> Result<Option<Page>, AppError> {
+        let recorded = store
             .read_all(
-                AllStart::After(*position),
+                AllStart::After(position),
                 &CompanyModel::filter(),
                 LOAD_PAGE,
             )
             .await?;
-        let Some(last) = page.last().map(|r| r.position) else {
-            return Ok(());
+        let Some(last) = recorded.last().map(|r| r.position) else {
+            return Ok(None);
         };
-        for recorded in &page {
-            apply_recorded(state, recorded)?;
+        Ok(Some(Page {
+            facts: recorded
+                .iter()
+                .map(CompanyFact::decode)
+                .collect::<Result<_, _>>()?,
+            last,
+            full: recorded.len() == LOAD_PAGE,
+        }))
+    }
+}
+
+/// One company event, decoded, to be applied to the model.
+enum CompanyFact {
+    Network(DistributorEvent),
+    Catalog(CatalogEvent),
+    Plan(CommissionPlan),
+    Enrolment {
+        stream: String,
+        distributor: DistributorId,
+    },
+    /// A stream the model does not keep.
+    Other,
+}
+
+impl CompanyFact {
+    fn decode(recorded: &upline_store::RecordedEvent) -> Result<CompanyFact, AppError> {
+        let stream = recorded.stream_id.as_str();
+        Ok(if stream.starts_with(streams::DISTRIBUTOR_PREFIX) {
+            CompanyFact::Network(decode_recorded(recorded)?)
+        } else if stream.starts_with(streams::SKU_PREFIX) {
+            CompanyFact::Catalog(decode_recorded(recorded)?)
+        } else if stream.starts_with(streams::PLAN_PREFIX) {
+            let PlanEvent::PlanPublished { plan, .. } = decode_recorded(recorded)?;
+            CompanyFact::Plan(plan)
+        } else if stream.starts_with(streams::CUSTOMER_PREFIX) {
+            let CustomerEvent::CustomerEnrolled { distributor_id, .. } = decode_recorded(recorded)?;
+            CompanyFact::Enrolment {
+                stream: stream.to_string(),
+                distributor: distributor_id,
+            }
+        } else {
+            CompanyFact::Other
+        })
+    }
+
+    fn apply(self, state: &mut CompanyState) -> Result<(), AppError> {
+        match self {
+            CompanyFact::Network(event) => state.company.network.apply(&event)?,
+            CompanyFact::Catalog(event) => state.company.catalog.apply(&event)?,
+            CompanyFact::Plan(plan) => state.company.plans.publish(plan)?,
+            CompanyFact::Enrolment {
+                stream,
+                distributor,
+            } => {
+                // The first enrolment stands; this process may have taken it in already.
+                state.customers.entry(stream).or_insert(distributor);
+            }
+            CompanyFact::Other => {}
         }
-        *position = last;
+        Ok(())
     }
 }
 
@@ -560,28 +648,4 @@ fn distributor_of(event: &DistributorEvent) -> &DistributorId {
         | DistributorEvent::StatusChanged { distributor_id, .. }
         | DistributorEvent::RankChanged { distributor_id, .. } => distributor_id,
     }
-}
-
-fn apply_recorded(
-    state: &mut CompanyState,
-    recorded: &upline_store::RecordedEvent,
-) -> Result<(), AppError> {
-    let stream = recorded.stream_id.as_str();
-    if stream.starts_with(streams::DISTRIBUTOR_PREFIX) {
-        let event: DistributorEvent = decode_recorded(recorded)?;
-        state.company.network.apply(&event)?;
-    } else if stream.starts_with(streams::SKU_PREFIX) {
-        let event: CatalogEvent = decode_recorded(recorded)?;
-        state.company.catalog.apply(&event)?;
-    } else if stream.starts_with(streams::PLAN_PREFIX) {
-        let PlanEvent::PlanPublished { plan, .. } = decode_recorded(recorded)?;
-        state.company.plans.publish(plan)?;
-    } else if stream.starts_with(streams::CUSTOMER_PREFIX) {
-        let CustomerEvent::CustomerEnrolled { distributor_id, .. } = decode_recorded(recorded)?;
-        state
-            .customers
-            .entry(stream.to_string())
-            .or_insert(distributor_id);
-    }
-    Ok(())
 }

@@ -185,3 +185,28 @@ async fn a_failed_append_leaves_the_model_holding_exactly_what_is_stored() {
         .network
         .contains(&id(victim)));
 }
+
+/// Given a company model loaded while the company was empty, when another process imports a
+/// network of more events than one page, then a refresh takes in all of it, in `$all` order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_takes_in_every_page_another_process_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path()).await;
+    let watching = CompanyModel::load(store.clone()).await.unwrap();
+    let importer = CompanyModel::load(store.clone()).await.unwrap();
+    let commands = registrations(DISTRIBUTORS);
+    importer.import_network(&commands, &cmd()).await.unwrap();
+    assert_eq!(watching.read().await.company.network.len(), 0);
+
+    watching.refresh().await.unwrap();
+
+    let state = watching.read().await;
+    let network = &state.company.network;
+    assert_eq!(network.len(), DISTRIBUTORS);
+    let last = id(DISTRIBUTORS - 1);
+    assert_eq!(
+        network.sponsor_at(&last, t(3, 1)).unwrap().cloned(),
+        Some(id((DISTRIBUTORS - 2) / 3))
+    );
+    assert_eq!(network.rank_at(&id(7), t(3, 1)).unwrap().as_str(), "gold");
+}
