@@ -10,6 +10,7 @@ use sqlx::ConnectOptions;
 use tempfile::TempDir;
 use upline_app::inbox::sqlite::{
     DeliveryStatus, SqliteInbox, MAX_CLAIM, MAX_DELIVERY_BYTES, MAX_DELIVERY_META_BYTES,
+    MAX_SETTLEMENTS,
 };
 use upline_app::inbox::{Acceptance, Delivery, Inbox, InboxError, InboxItem, Outcome, Settlement};
 use upline_domain::ids::{Platform, ShopId};
@@ -381,6 +382,37 @@ async fn settlements_and_the_next_claim_are_one_transaction() {
     assert_eq!(failed.status, DeliveryStatus::Pending);
     assert_eq!(failed.last_error.as_deref(), Some("store unavailable"));
     assert!(failed.available_at > Utc::now() + chrono::Duration::minutes(59));
+}
+
+/// More settlements than one request holds are recorded in order, in as many requests, and
+/// the last one also claims.
+#[tokio::test]
+async fn settlements_beyond_one_request_are_all_recorded() {
+    let dir = TempDir::new().unwrap();
+    let inbox = open(&inbox_path(&dir)).await;
+    let count = MAX_SETTLEMENTS + 10;
+    let mut claimed = Vec::new();
+    for n in 0..count {
+        new_id(&inbox, delivery("acme.myshopify.com", &format!("evt-{n}"))).await;
+    }
+    while claimed.len() < count {
+        claimed.extend(inbox.claim(MAX_CLAIM, LONG).await.unwrap());
+    }
+    let next = new_id(&inbox, delivery("acme.myshopify.com", "evt-next")).await;
+    let before = inbox.writer_stats().commits;
+
+    let settled = claimed
+        .iter()
+        .map(|item| Settlement::Completed {
+            id: item.id,
+            outcome: Outcome::Processed,
+        })
+        .collect();
+    let again = inbox.settle_and_claim(settled, 10, LONG).await.unwrap();
+
+    assert_eq!(ids(&again), vec![next]);
+    assert_eq!(inbox.writer_stats().commits - before, 2, "two requests");
+    assert_eq!(inbox.stats().await.unwrap().processed, count as u64);
 }
 
 /// A settlement the inbox refuses (an item it never had) fails its whole request: the other

@@ -48,6 +48,20 @@ fn registrations(count: usize) -> Vec<DistributorCommand> {
     commands
 }
 
+/// The model holds every distributor of [`registrations`]`(DISTRIBUTORS)`, each under the
+/// sponsor registered before them and promoted where the file promotes them.
+async fn holds_the_whole_network(model: &CompanyModel) {
+    let state = model.read().await;
+    let network = &state.company.network;
+    assert_eq!(network.len(), DISTRIBUTORS);
+    let last = id(DISTRIBUTORS - 1);
+    assert_eq!(
+        network.sponsor_at(&last, t(3, 1)).unwrap().cloned(),
+        Some(id((DISTRIBUTORS - 2) / 3))
+    );
+    assert_eq!(network.rank_at(&id(7), t(3, 1)).unwrap().as_str(), "gold");
+}
+
 async fn distributor_events(store: &dyn EventStore) -> usize {
     let filter = StreamFilter::prefix(streams::DISTRIBUTOR_PREFIX);
     let mut count = 0;
@@ -83,16 +97,7 @@ async fn an_import_records_every_fact_in_order_and_a_second_import_records_none(
     // and the store, read from scratch (in $all order), gives the same network: each
     // sponsor's registration came before the distributors under them.
     let reloaded = CompanyModel::load(store.clone()).await.unwrap();
-    let state = reloaded.read().await;
-    let network = &state.company.network;
-    assert_eq!(network.len(), DISTRIBUTORS);
-    let last = id(DISTRIBUTORS - 1);
-    assert_eq!(
-        network.sponsor_at(&last, t(3, 1)).unwrap().cloned(),
-        Some(id((DISTRIBUTORS - 2) / 3))
-    );
-    assert_eq!(network.rank_at(&id(7), t(3, 1)).unwrap().as_str(), "gold");
-    drop(state);
+    holds_the_whole_network(&reloaded).await;
     // When the same file is imported again, then nothing is recorded.
     let again = app
         .company()
@@ -200,13 +205,5 @@ async fn a_refresh_takes_in_every_page_another_process_recorded() {
 
     watching.refresh().await.unwrap();
 
-    let state = watching.read().await;
-    let network = &state.company.network;
-    assert_eq!(network.len(), DISTRIBUTORS);
-    let last = id(DISTRIBUTORS - 1);
-    assert_eq!(
-        network.sponsor_at(&last, t(3, 1)).unwrap().cloned(),
-        Some(id((DISTRIBUTORS - 2) / 3))
-    );
-    assert_eq!(network.rank_at(&id(7), t(3, 1)).unwrap().as_str(), "gold");
+    holds_the_whole_network(&watching).await;
 }

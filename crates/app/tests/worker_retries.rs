@@ -39,6 +39,16 @@ async fn accept(inbox: &SqliteInbox, delivery: Delivery) -> i64 {
     }
 }
 
+/// The application over `store` and an inbox in `dir`.
+async fn app_and_inbox(
+    store: Arc<dyn EventStore>,
+    dir: &std::path::Path,
+) -> (Arc<App>, Arc<SqliteInbox>) {
+    let app = Arc::new(App::open(store, AppConfig::default()).await.unwrap());
+    let inbox = Arc::new(SqliteInbox::open(&dir.join("inbox.sqlite")).await.unwrap());
+    (app, inbox)
+}
+
 #[tokio::test]
 async fn a_delivery_failing_transiently_is_retried_with_back_off_then_parked() {
     // Given an event store that fails every append (an outage), a paid-order delivery and a
@@ -47,16 +57,7 @@ async fn a_delivery_failing_transiently_is_retried_with_back_off_then_parked() {
     let real = open_store(dir.path()).await;
     let store = FailingStore::over(real.clone());
     store.fail_appends("", u32::MAX, outage());
-    let app = Arc::new(
-        App::open(store.clone() as Arc<dyn EventStore>, AppConfig::default())
-            .await
-            .unwrap(),
-    );
-    let inbox = Arc::new(
-        SqliteInbox::open(&dir.path().join("inbox.sqlite"))
-            .await
-            .unwrap(),
-    );
+    let (app, inbox) = app_and_inbox(store.clone(), dir.path()).await;
     let body = include_bytes!("../../platforms/tests/fixtures/shopify_orders_paid.json");
     let order = accept(&inbox, delivery("e-1", "orders/paid", body)).await;
     let other = accept(&inbox, delivery("e-2", "customers/create", b"{}")).await;
@@ -120,17 +121,7 @@ async fn a_delivery_failing_transiently_is_retried_with_back_off_then_parked() {
 #[tokio::test]
 async fn a_claims_outcomes_are_recorded_with_the_next_claim() {
     let dir = tempfile::tempdir().unwrap();
-    let store = open_store(dir.path()).await;
-    let app = Arc::new(
-        App::open(store as Arc<dyn EventStore>, AppConfig::default())
-            .await
-            .unwrap(),
-    );
-    let inbox = Arc::new(
-        SqliteInbox::open(&dir.path().join("inbox.sqlite"))
-            .await
-            .unwrap(),
-    );
+    let (app, inbox) = app_and_inbox(open_store(dir.path()).await, dir.path()).await;
     let mut ids = Vec::new();
     for n in 0..5 {
         let key = format!("e-{n}");

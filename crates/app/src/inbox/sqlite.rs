@@ -703,7 +703,7 @@ impl Inbox for SqliteInbox {
         lease: Duration,
     ) -> Result<Vec<InboxItem>, InboxError> {
         let mut settled: Vec<Settled> = settled.iter().map(settled_op).collect();
-        // All but the last `MAX_SETTLEMENTS` in requests of their own, in order.
+        // In order, `MAX_SETTLEMENTS` a request; the last request, with the rest, also claims.
         while settled.len() > MAX_SETTLEMENTS {
             let rest = settled.split_off(MAX_SETTLEMENTS);
             let op = Op::SettleAndClaim {
