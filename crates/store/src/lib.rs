@@ -29,7 +29,7 @@ pub use error::{Limit, StoreError};
 /// Re-exported so consumers of [`EventStore::subscribe_all`] need no direct
 /// `futures` dependency: `use upline_store::StreamExt;` gives `.next()`.
 pub use futures::stream::{BoxStream, StreamExt};
-pub use port::EventStore;
+pub use port::{append_one_at_a_time, EventStore};
 pub use sqlite::{SqliteEventStore, SqliteFactory, WriterStats};
 pub use types::{
     stream_category, AllStart, Append, AppendResult, Direction, EventData, ExpectedRevision,

@@ -49,31 +49,12 @@ pub trait EventStore: Send + Sync {
     /// most [`crate::limits::MAX_APPENDS_IN_ORDER`] appends per call (more is
     /// a `LimitExceeded`, nothing appended).
     ///
-    /// The default makes the appends one at a time.
+    /// The default makes the appends one at a time ([`append_one_at_a_time`]).
     async fn append_in_order(
         &self,
         appends: Vec<Append>,
     ) -> Result<Vec<Result<AppendResult, StoreError>>, StoreError> {
-        crate::limits::validate_appends_in_order(appends.len())?;
-        let mut results = Vec::with_capacity(appends.len());
-        let mut failed = None;
-        for append in appends {
-            let result = match failed {
-                Some(failed) => Err(StoreError::NotAttempted {
-                    stream: append.stream,
-                    failed,
-                }),
-                None => {
-                    self.append(&append.stream, append.expected, append.events)
-                        .await
-                }
-            };
-            if result.is_err() && failed.is_none() {
-                failed = Some(results.len());
-            }
-            results.push(result);
-        }
-        Ok(results)
+        append_one_at_a_time(self, appends).await
     }
 
     /// Read up to `max_count` events of one stream. A missing stream reads
@@ -120,4 +101,33 @@ pub trait EventStore: Send + Sync {
             .await?;
         Ok(last.first().map(|event| event.revision))
     }
+}
+
+/// [`EventStore::append_in_order`] made of one [`EventStore::append`] after the other: the
+/// default, for an adapter without a better way, and for a wrapper that overrides it.
+pub async fn append_one_at_a_time<S: EventStore + ?Sized>(
+    store: &S,
+    appends: Vec<Append>,
+) -> Result<Vec<Result<AppendResult, StoreError>>, StoreError> {
+    crate::limits::validate_appends_in_order(appends.len())?;
+    let mut results = Vec::with_capacity(appends.len());
+    let mut failed = None;
+    for append in appends {
+        let result = match failed {
+            Some(failed) => Err(StoreError::NotAttempted {
+                stream: append.stream,
+                failed,
+            }),
+            None => {
+                store
+                    .append(&append.stream, append.expected, append.events)
+                    .await
+            }
+        };
+        if result.is_err() && failed.is_none() {
+            failed = Some(results.len());
+        }
+        results.push(result);
+    }
+    Ok(results)
 }

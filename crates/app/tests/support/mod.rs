@@ -25,8 +25,8 @@ use upline_domain::plan::CommissionPlan;
 use upline_domain::snapshot::DistributorStatus;
 use upline_platforms::model::{AttributionHints, NormalizedOrder, OrderFact, OrderUpdate};
 use upline_store::{
-    AllStart, AppendResult, Direction, EventData, EventStore, ExpectedRevision, RecordedEvent,
-    SqliteEventStore, StoreError, StreamFilter, StreamStart,
+    AllStart, Append, AppendResult, Direction, EventData, EventStore, ExpectedRevision,
+    RecordedEvent, SqliteEventStore, StoreError, StreamFilter, StreamStart,
 };
 
 pub fn t(month: u32, day: u32) -> DateTime<Utc> {
@@ -201,6 +201,8 @@ pub struct FailingStore {
     remaining: AtomicU32,
     /// Appends failed so far.
     pub failed: AtomicU32,
+    /// The streams of each `append_in_order` call, in order.
+    ordered_calls: std::sync::Mutex<Vec<Vec<String>>>,
 }
 
 impl FailingStore {
@@ -211,6 +213,7 @@ impl FailingStore {
             failure: std::sync::Mutex::new(StoreError::Closed),
             remaining: AtomicU32::new(0),
             failed: AtomicU32::new(0),
+            ordered_calls: std::sync::Mutex::new(Vec::new()),
         })
     }
 
@@ -228,6 +231,11 @@ impl FailingStore {
 
     pub fn failed(&self) -> u32 {
         self.failed.load(Ordering::SeqCst)
+    }
+
+    /// The streams of each `append_in_order` call so far.
+    pub fn ordered_calls(&self) -> Vec<Vec<String>> {
+        self.ordered_calls.lock().unwrap().clone()
     }
 }
 
@@ -255,6 +263,15 @@ impl EventStore for FailingStore {
             return Err(self.failure.lock().unwrap().clone());
         }
         self.inner.append(stream, expected, events).await
+    }
+    /// Recorded, then made one append at a time, so that the failures above apply to each.
+    async fn append_in_order(
+        &self,
+        appends: Vec<Append>,
+    ) -> Result<Vec<Result<AppendResult, StoreError>>, StoreError> {
+        let streams = appends.iter().map(|a| a.stream.clone()).collect();
+        self.ordered_calls.lock().unwrap().push(streams);
+        upline_store::append_one_at_a_time(self, appends).await
     }
     async fn read_stream(
         &self,
