@@ -61,12 +61,12 @@ pub const MAX_DELIVERY_META_BYTES: usize = 64 * 1024;
 /// Most items one `claim` hands out (a larger `max` is reduced to it).
 pub const MAX_CLAIM: usize = 256;
 
-/// Most body bytes one `claim` hands out (the first item always goes, even
-/// if larger): bounds a worker's memory at a few full-size deliveries.
 /// Most settlements recorded in one request of [`Inbox::settle_and_claim`]; more are recorded in
 /// several (the last one also claims). A worker settles what it claimed, at most [`MAX_CLAIM`].
 pub const MAX_SETTLEMENTS: usize = MAX_CLAIM;
 
+/// Most body bytes one `claim` hands out (the first item always goes, even
+/// if larger): bounds a worker's memory at a few full-size deliveries.
 pub const MAX_CLAIM_BYTES: usize = 64 * 1024 * 1024;
 
 /// Most items one `list` returns (a larger `limit` is reduced to it).
@@ -503,7 +503,6 @@ fn prepare(delivery: Delivery) -> Result<(NewDelivery, usize), InboxError> {
     ))
 }
 
-/// At most `max` bytes of `text`, cut at a character boundary.
 /// A settlement in the writer's terms: the status it stores, reasons bounded.
 fn settled_op(settlement: &Settlement) -> Settled {
     match settlement {
@@ -531,6 +530,7 @@ fn settled_op(settlement: &Settlement) -> Settled {
     }
 }
 
+/// At most `max` bytes of `text`, cut at a character boundary.
 fn bounded(text: &str, max: usize) -> String {
     if text.len() <= max {
         return text.to_owned();

@@ -1,8 +1,9 @@
 //! The single writer thread: every write of the inbox, group-committed.
 //!
 //! One OS thread owns the only write connection (rusqlite: a statement is a
-//! function call, not a hand-off to a driver's worker thread). Requests (accept; settle and
-//! claim, which a lone complete, release or claim also is; requeue) arrive over a bounded channel; the writer takes
+//! function call, not a hand-off to a driver's worker thread). Requests (accept;
+//! settle and claim, which a lone complete, release or claim also is; requeue)
+//! arrive over a bounded channel; the writer takes
 //! everything pending (up to the batch bounds), runs each request in arrival
 //! order inside ONE `BEGIN IMMEDIATE` transaction, commits once (one fsync
 //! for the whole batch), wakes workers for the new (or requeued) deliveries and then
