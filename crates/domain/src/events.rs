@@ -37,24 +37,35 @@ pub enum CodecError {
 }
 
 pub fn encode<E: DomainEvent>(event: &E) -> Result<EncodedEvent, CodecError> {
-    let value = serde_json::to_value(event).map_err(|e| CodecError::Encode(e.to_string()))?;
-    let serde_json::Value::Object(map) = value else {
-        return Err(CodecError::Encode(
-            "an event must serialise as {\"Name\": {...}}".into(),
-        ));
-    };
-    let mut entries = map.into_iter();
-    let (Some((event_type, body)), None) = (entries.next(), entries.next()) else {
-        return Err(CodecError::Encode(
-            "an event must serialise as one tagged variant".into(),
-        ));
-    };
-    let data = serde_json::to_vec(&body).map_err(|e| CodecError::Encode(e.to_string()))?;
+    // Serialised straight to bytes and split, not through a `Value` tree: every command
+    // encodes its events, and a tree (sorted maps, arbitrary-precision numbers as strings) cost
+    // more than the serialisation itself.
+    let tagged = serde_json::to_vec(event).map_err(|e| CodecError::Encode(e.to_string()))?;
+    let (event_type, data) = split_tagged(&tagged).ok_or_else(|| {
+        CodecError::Encode("an event must serialise as one tagged variant {\"Name\": {...}}".into())
+    })?;
     Ok(EncodedEvent {
-        event_type,
+        event_type: event_type.to_string(),
         schema_version: event.schema_version(),
-        data,
+        data: data.to_vec(),
     })
+}
+
+/// Compact externally tagged JSON, `{"Name":<body>}`, split into the name and the body. The
+/// name is a Rust variant name, so it has no escapes; one with a backslash, a unit variant
+/// (`"Name"`) or anything else is `None`.
+fn split_tagged(tagged: &[u8]) -> Option<(&str, &[u8])> {
+    let rest = tagged.strip_prefix(b"{\"")?;
+    let end = rest.iter().position(|&b| b == b'"')?;
+    let (name, rest) = rest.split_at(end);
+    if name.is_empty() || name.contains(&b'\\') {
+        return None;
+    }
+    let body = rest.strip_prefix(b"\":")?.strip_suffix(b"}")?;
+    if body.is_empty() {
+        return None;
+    }
+    Some((std::str::from_utf8(name).ok()?, body))
 }
 
 pub fn decode<E: DomainEvent>(event_type: &str, data: &[u8]) -> Result<E, CodecError> {
@@ -145,6 +156,32 @@ mod tests {
             decode::<Sample>(&enc.event_type, br#"{"count":3,"price":"9.75"}},"X":{"#).is_err()
         );
         assert!(decode::<Sample>("Thing\"Happened", &enc.data).is_err());
+    }
+
+    #[derive(Debug, Serialize, Deserialize)]
+    enum Untagged {
+        Nothing,
+    }
+    impl DomainEvent for Untagged {
+        fn schema_version(&self) -> u16 {
+            1
+        }
+    }
+
+    #[test]
+    fn a_unit_variant_is_refused_and_bodies_keep_their_field_order() {
+        assert!(matches!(
+            encode(&Untagged::Nothing),
+            Err(CodecError::Encode(_))
+        ));
+        assert_eq!(
+            split_tagged(br#"{"A":{"z":1,"a":2}}"#),
+            Some(("A", &br#"{"z":1,"a":2}"#[..]))
+        );
+        assert_eq!(split_tagged(br#"{"A\"B":{}}"#), None);
+        assert_eq!(split_tagged(br#"{"":{}}"#), None);
+        assert_eq!(split_tagged(br#"{"A":}"#), None);
+        assert_eq!(split_tagged(br#""A""#), None);
     }
 
     #[test]
