@@ -44,7 +44,9 @@ use sqlx::{Acquire, Row};
 use tokio::sync::watch;
 use upline_app::consumer::{count_retry, pause_unless_shutdown, ConsumerHealth, RetryPolicy};
 use upline_app::quarantine::{HeldEvent, RetryReport};
-use upline_store::{AllStart, Direction, EventStore, RecordedEvent, StreamExt, StreamStart};
+use upline_store::{
+    AllStart, Direction, EventStore, RecordedEvent, StreamExt, StreamFilter, StreamStart,
+};
 
 use crate::error::ProjectionError;
 use crate::projection::{filter_of, Projection};
@@ -132,6 +134,17 @@ struct State {
     updated_at: Option<DateTime<Utc>>,
     rebuilding: Option<Rebuilding>,
     last_recorded_at: Option<DateTime<Utc>>,
+}
+
+/// What [`ProjectionRunner::apply_next_page`] did.
+enum NextPage {
+    /// Nothing after the checkpoint.
+    Empty,
+    /// This many events applied, the checkpoint past them.
+    Applied(usize),
+    /// The checkpoint was moved by someone else (a rebuild swapped generations); nothing
+    /// written.
+    Moved,
 }
 
 /// Which generation a batch goes to.
@@ -678,32 +691,52 @@ impl ProjectionRunner {
         self.publish_lag(name, state.position, head, since);
         let mut applied = 0u64;
         loop {
-            let page = self
-                .store
-                .read_all(AllStart::After(state.position), &filter, self.page_size)
-                .await?;
-            let Some(last) = page.last() else { break };
-            let (last_position, last_at) = (last.position, last.recorded_at);
-            let target = Target::Live {
-                generation: state.generation,
-            };
-            if self
-                .apply_batch(projection, target, state.position, &page)
+            match self
+                .apply_next_page(projection, &filter, &mut state)
                 .await?
             {
-                applied += page.len() as u64;
-                state.position = last_position;
-                state.last_recorded_at = Some(last_at);
-                let head = self.note_head(name, last_position);
-                self.publish_lag(name, state.position, head, state.last_recorded_at);
-            } else {
-                state = self.load_state(name).await?;
+                NextPage::Empty => break,
+                NextPage::Applied(count) => applied += count as u64,
+                NextPage::Moved => state = self.load_state(name).await?,
             }
         }
         // Read to the end: caught up.
         let head = self.note_head(name, state.position);
         self.publish_lag(name, state.position, head.min(state.position), None);
         Ok(applied)
+    }
+
+    /// Reads the page after `state`'s checkpoint and applies it to the live generation with the
+    /// checkpoint, moving `state` and the lag gauges past it.
+    async fn apply_next_page(
+        &self,
+        projection: &dyn Projection,
+        filter: &StreamFilter,
+        state: &mut State,
+    ) -> Result<NextPage, ProjectionError> {
+        let name = projection.name();
+        let page = self
+            .store
+            .read_all(AllStart::After(state.position), filter, self.page_size)
+            .await?;
+        let Some(last) = page.last() else {
+            return Ok(NextPage::Empty);
+        };
+        let (last_position, last_at) = (last.position, last.recorded_at);
+        let target = Target::Live {
+            generation: state.generation,
+        };
+        if !self
+            .apply_batch(projection, target, state.position, &page)
+            .await?
+        {
+            return Ok(NextPage::Moved);
+        }
+        state.position = last_position;
+        state.last_recorded_at = Some(last_at);
+        let head = self.note_head(name, last_position);
+        self.publish_lag(name, state.position, head, state.last_recorded_at);
+        Ok(NextPage::Applied(page.len()))
     }
 
     /// Catches up, then follows every projection live until `shutdown` turns true. Failures
@@ -817,30 +850,20 @@ impl ProjectionRunner {
                     }
                 }
                 loop {
-                    let page = self
-                        .store
-                        .read_all(AllStart::After(state.position), &filter, self.page_size)
-                        .await?;
-                    let Some(last) = page.last() else { break };
-                    let (last_position, last_at) = (last.position, last.recorded_at);
-                    let head = self.note_head(name, last_position);
-                    let target = Target::Live {
-                        generation: state.generation,
-                    };
-                    if !self
-                        .apply_batch(projection, target, state.position, &page)
+                    match self
+                        .apply_next_page(projection, &filter, &mut state)
                         .await?
                     {
+                        NextPage::Empty => break,
+                        NextPage::Applied(count) => {
+                            last_commit = Some(tokio::time::Instant::now());
+                            if count < self.page_size {
+                                break;
+                            }
+                        }
                         // Moved by someone else (a rebuild swapped generations): start over
                         // from the checkpoint as it is now.
-                        break 'live;
-                    }
-                    last_commit = Some(tokio::time::Instant::now());
-                    state.position = last_position;
-                    state.last_recorded_at = Some(last_at);
-                    self.publish_lag(name, state.position, head, state.last_recorded_at);
-                    if page.len() < self.page_size {
-                        break;
+                        NextPage::Moved => break 'live,
                     }
                 }
             }
