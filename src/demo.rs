@@ -906,7 +906,7 @@ async fn read_side(
 async fn last_outcome(
     store: &std::sync::Arc<dyn upline_store::EventStore>,
     stream: &str,
-) -> Result<Option<upline_domain::engine::CommissionOutcome>> {
+) -> Result<Option<upline_domain::engine::CommissionSummary>> {
     let events = store
         .read_stream(
             stream,

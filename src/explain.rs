@@ -84,17 +84,15 @@ pub fn explain(
             .with_context(|| format!("{}: the order cannot be calculated", order_path.display()))?;
         for event in events {
             order::evolve(&mut run.state, &event);
-            match &event {
-                OrderEvent::CommissionCalculated { inputs, outcome } => {
-                    run.inputs = Some(inputs.as_ref().clone());
-                    run.outcome = Some(outcome.clone());
-                }
-                OrderEvent::CommissionRecalculated { outcome, .. } => run.outcome = outcome.clone(),
-                _ => {}
+            if let OrderEvent::CommissionCalculated { inputs, .. } = &event {
+                run.inputs = Some(inputs.as_ref().clone());
             }
             run.events.push(event);
         }
     }
+    // The events record the payouts; the lines and trace are recomputed from the inputs.
+    run.outcome = order::explained_outcome(&run.state)
+        .with_context(|| format!("{}: the order cannot be calculated", order_path.display()))?;
     if json {
         let mut events = Vec::with_capacity(run.events.len());
         for event in &run.events {

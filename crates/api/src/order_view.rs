@@ -1,6 +1,7 @@
 //! GetOrder: an order's stream folded into what an operator or auditor reads: the facts, the
 //! calculation's recorded inputs (plan, SKU mappings, hierarchy snapshot), every outcome with
-//! its lines, payouts and trace, the recalculations, and what is parked.
+//! its payouts as recorded and its lines and trace recomputed from the recorded inputs, the
+//! recalculations, and what is parked.
 
 use rust_decimal::Decimal;
 use tonic::Status;
@@ -8,7 +9,7 @@ use upline_app::eventio::decode_recorded;
 use upline_app::orders::MAX_ORDER_EVENTS;
 use upline_app::records::ParkingEvent;
 use upline_app::streams;
-use upline_domain::engine::{CommissionOutcome, Decision};
+use upline_domain::engine::{CommissionOutcome, CommissionSummary, Decision};
 use upline_domain::money::Currency;
 use upline_domain::order::{
     self, OrderEvent, OrderKey, OrderState, RecalculationCause, RefundScope,
@@ -57,7 +58,7 @@ pub(crate) async fn order_view(
         });
         match &event {
             OrderEvent::CommissionCalculated { outcome, .. } => {
-                let outcome = pb_outcome(outcome);
+                let outcome = pb_outcome(outcome, explained(&state, r.position)?.as_ref());
                 view.calculated = Some(outcome.clone());
                 view.current = Some(outcome.clone());
                 view.commission_changes.push(pb::CommissionChange {
@@ -75,7 +76,8 @@ pub(crate) async fn order_view(
                 adjustments,
                 ..
             } => {
-                let outcome = outcome.as_ref().map(pb_outcome);
+                let explained = explained(&state, r.position)?;
+                let outcome = outcome.as_ref().map(|o| pb_outcome(o, explained.as_ref()));
                 view.current = outcome.clone();
                 let (cause, refund_id) = match cause {
                     RecalculationCause::Refund { refund_id } => ("refund", refund_id.to_string()),
@@ -284,15 +286,29 @@ fn status(state: &OrderState, nothing_recorded: bool) -> pb::OrderStatus {
     }
 }
 
-pub(crate) fn pb_outcome(o: &CommissionOutcome) -> pb::CommissionOutcome {
+/// The lines and trace behind the state's holdings after the commission event at `position`,
+/// recomputed from the recorded inputs (the events record only the payouts).
+fn explained(state: &OrderState, position: u64) -> Result<Option<CommissionOutcome>, Status> {
+    order::explained_outcome(state).map_err(|e| {
+        Status::internal(format!(
+            "the calculation recorded at position {position} no longer recomputes: {e}"
+        ))
+    })
+}
+
+/// A recorded outcome, with the lines and trace of its recomputation (`explained`).
+pub(crate) fn pb_outcome(
+    o: &CommissionSummary,
+    explained: Option<&CommissionOutcome>,
+) -> pb::CommissionOutcome {
     let c: Currency = o.currency;
+    let (lines, trace) = explained.map_or((&[][..], &[][..]), |e| (&e.lines[..], &e.trace[..]));
     pb::CommissionOutcome {
         plan_version: o.plan_version.clone(),
         commissionable_base: Some(money(o.commissionable_base, c)),
         cap: Some(money(o.cap, c)),
         total: Some(money(o.total, c)),
-        lines: o
-            .lines
+        lines: lines
             .iter()
             .map(|l| pb::CommissionLine {
                 beneficiary: l.beneficiary.to_string(),
@@ -314,8 +330,7 @@ pub(crate) fn pb_outcome(o: &CommissionOutcome) -> pb::CommissionOutcome {
                 amount: Some(money(p.amount, c)),
             })
             .collect(),
-        trace: o
-            .trace
+        trace: trace
             .iter()
             .map(|t| {
                 let mut step = pb::TraceStep {

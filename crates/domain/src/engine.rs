@@ -134,11 +134,55 @@ pub struct CommissionOutcome {
 impl CommissionOutcome {
     /// What `beneficiary` earns on this order (zero when not a beneficiary).
     pub fn amount_for(&self, beneficiary: &DistributorId) -> Decimal {
-        self.payouts
-            .iter()
-            .find(|p| &p.beneficiary == beneficiary)
-            .map_or(Decimal::ZERO, |p| p.amount)
+        amount_for(&self.payouts, beneficiary)
     }
+
+    /// What the order's events record of this outcome.
+    pub fn summary(&self) -> CommissionSummary {
+        CommissionSummary {
+            currency: self.currency,
+            plan_version: self.plan_version.clone(),
+            commissionable_base: self.commissionable_base,
+            cap: self.cap,
+            payouts: self.payouts.clone(),
+            total: self.total,
+        }
+    }
+}
+
+/// What a calculation pays, as the order's events record it: the base, the cap, one rounded
+/// payout per beneficiary and the total. The lines and the trace are left out: they follow from
+/// the recorded inputs with [`calculate`] (`order::explained_outcome`), and they were more than
+/// half of each `CommissionCalculated`'s bytes, decoded by every consumer (issue 8). An event
+/// stored with them still decodes: the extra fields are ignored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommissionSummary {
+    pub currency: Currency,
+    pub plan_version: String,
+    /// The sum of the lines' bases.
+    #[serde(with = "crate::money::decimal")]
+    pub commissionable_base: Decimal,
+    /// The most this order may pay in total.
+    #[serde(with = "crate::money::decimal")]
+    pub cap: Decimal,
+    /// Beneficiaries with a non-zero amount, shallowest level first.
+    pub payouts: Vec<Payout>,
+    #[serde(with = "crate::money::decimal")]
+    pub total: Decimal,
+}
+
+impl CommissionSummary {
+    /// What `beneficiary` earns on this order (zero when not a beneficiary).
+    pub fn amount_for(&self, beneficiary: &DistributorId) -> Decimal {
+        amount_for(&self.payouts, beneficiary)
+    }
+}
+
+fn amount_for(payouts: &[Payout], beneficiary: &DistributorId) -> Decimal {
+    payouts
+        .iter()
+        .find(|p| &p.beneficiary == beneficiary)
+        .map_or(Decimal::ZERO, |p| p.amount)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -19,7 +19,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::SkuMapping;
-use crate::engine::{self, CommissionOutcome, CommissionableLine, EngineError};
+use crate::engine::{self, CommissionOutcome, CommissionSummary, CommissionableLine, EngineError};
 use crate::events::DomainEvent;
 use crate::ids::{DistributorId, LineId, Platform, PlatformOrderId, RefundId, ShopId, SkuId};
 use crate::money::Currency;
@@ -175,10 +175,11 @@ pub enum OrderEvent {
     OrderCancelled {
         cancelled_at: DateTime<Utc>,
     },
-    /// The first calculation, with everything it used.
+    /// The first calculation, with everything it used and what it pays (the lines and trace
+    /// follow from these with [`explained_outcome`]).
     CommissionCalculated {
         inputs: Box<CalculationInputs>,
-        outcome: CommissionOutcome,
+        outcome: CommissionSummary,
     },
     /// A later change of what beneficiaries hold; `outcome` is `None` when nothing is due
     /// (cancelled).
@@ -187,14 +188,16 @@ pub enum OrderEvent {
         /// The currency and plan of the first calculation, which every recalculation reuses.
         currency: Currency,
         plan_version: String,
-        outcome: Option<CommissionOutcome>,
+        outcome: Option<CommissionSummary>,
         adjustments: Vec<CommissionAdjustment>,
     },
 }
 
 impl DomainEvent for OrderEvent {
+    /// 2: outcomes are recorded as [`CommissionSummary`], without lines and trace. A version 1
+    /// event (outcomes with them) decodes as version 2: the extra fields are ignored.
     fn schema_version(&self) -> u16 {
-        1
+        2
     }
 }
 
@@ -353,7 +356,7 @@ pub fn evolve(state: &mut OrderState, event: &OrderEvent) {
     }
 }
 
-fn holdings_of(outcome: Option<&CommissionOutcome>) -> BTreeMap<DistributorId, Decimal> {
+fn holdings_of(outcome: Option<&CommissionSummary>) -> BTreeMap<DistributorId, Decimal> {
     outcome
         .map(|o| {
             o.payouts
@@ -585,15 +588,15 @@ fn commission_events(
     }
     match &state.calculation {
         Some(inputs) => {
-            let outcome = calculate_remaining(inputs, state)?;
-            Ok(recalculated(state, cause, Some(outcome)))
+            let outcome = calculate_remaining(inputs, state.refunds.values())?;
+            Ok(recalculated(state, cause, Some(outcome.summary())))
         }
         None => {
             let inputs = capture_inputs(details, &state.net_lines, distributor, context)?;
-            let outcome = calculate_remaining(&inputs, state)?;
+            let outcome = calculate_remaining(&inputs, state.refunds.values())?;
             Ok(vec![OrderEvent::CommissionCalculated {
                 inputs: Box::new(inputs),
-                outcome,
+                outcome: outcome.summary(),
             }])
         }
     }
@@ -602,7 +605,7 @@ fn commission_events(
 fn recalculated(
     state: &OrderState,
     cause: RecalculationCause,
-    outcome: Option<CommissionOutcome>,
+    outcome: Option<CommissionSummary>,
 ) -> Vec<OrderEvent> {
     let Some(inputs) = &state.calculation else {
         // Nothing was ever calculated, so nobody holds anything to adjust.
@@ -693,12 +696,27 @@ fn capture_inputs(
     })
 }
 
-/// Commissions on what has not been refunded, from the captured inputs.
-fn calculate_remaining(
+/// The whole calculation behind what the state's beneficiaries hold (lines, payouts and trace),
+/// recomputed from the recorded inputs on what has not been refunded: what an operator or an
+/// auditor reads, since the events record only its [`CommissionSummary`]. `None` when nothing is
+/// held because nothing was calculated or nothing is due (not paid, cancelled). Its summary is
+/// the one the state's latest commission event recorded (the same function of the same facts).
+pub fn explained_outcome(state: &OrderState) -> Result<Option<CommissionOutcome>, OrderError> {
+    match &state.calculation {
+        Some(inputs) if state.commissions_due() => {
+            calculate_remaining(inputs, state.refunds.values()).map(Some)
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Commissions on what `refunds` have not given back, from the captured inputs: what the order
+/// pays once they are known (the one calculation the aggregate, the projections and replay run).
+pub fn calculate_remaining<'a>(
     inputs: &CalculationInputs,
-    state: &OrderState,
+    refunds: impl Iterator<Item = &'a Refund> + Clone,
 ) -> Result<CommissionOutcome, OrderError> {
-    let lines = remaining_lines(inputs, state.refunds.values());
+    let lines = remaining_lines(inputs, refunds);
     Ok(engine::calculate(
         inputs.currency,
         &lines,

@@ -584,7 +584,6 @@ fn a_recalculation_recorded_with_a_28_digit_fraction_still_decodes() {
     let enc = upline_domain::events::encode(recalculated).unwrap();
     let mut body: serde_json::Value = serde_json::from_slice(&enc.data).unwrap();
     body["outcome"]["commissionable_base"] = "66.666666666666666666666666667".into();
-    body["outcome"]["lines"][0]["base"] = "66.666666666666666666666666667".into();
     let stored = serde_json::to_vec(&body).unwrap();
     // when it is read back, then it decodes with the amounts exactly as written.
     let back: OrderEvent = upline_domain::events::decode(&enc.event_type, &stored)
@@ -600,4 +599,84 @@ fn a_recalculation_recorded_with_a_28_digit_fraction_still_decodes() {
         outcome.commissionable_base.to_string(),
         "66.666666666666666666666666667"
     );
+}
+
+/// The events' JSON of `event`, as the store keeps it.
+fn stored_body(event: &OrderEvent) -> serde_json::Value {
+    let enc = upline_domain::events::encode(event).unwrap();
+    serde_json::from_slice(&enc.data).unwrap()
+}
+
+#[test]
+fn the_recorded_outcome_leaves_out_lines_and_trace_which_recompute_from_the_inputs() {
+    // Given an order placed, paid and partly refunded,
+    let events = history(vec![
+        PLACED(),
+        PAID(),
+        OrderCommand::RecordRefund(refund("r1", &[("l1", dec!(1))])),
+    ]);
+    let mut state = OrderState::default();
+    let mut explained = 0;
+    for event in &events {
+        evolve(&mut state, event);
+        let recorded = match event {
+            OrderEvent::CommissionCalculated { outcome, .. } => outcome.clone(),
+            OrderEvent::CommissionRecalculated {
+                outcome: Some(outcome),
+                ..
+            } => outcome.clone(),
+            _ => continue,
+        };
+        // then each commission event records the payouts without lines or trace,
+        let body = stored_body(event);
+        assert!(body["outcome"].get("lines").is_none(), "{body}");
+        assert!(body["outcome"].get("trace").is_none(), "{body}");
+        // and the calculation behind it recomputes from the recorded inputs, to the cent.
+        let full = explained_outcome(&state)
+            .unwrap()
+            .expect("a paid order has a calculation");
+        assert_eq!(full.summary(), recorded);
+        assert!(!full.lines.is_empty() && !full.trace.is_empty());
+        explained += 1;
+    }
+    assert_eq!(
+        explained, 2,
+        "the calculation and the refund's recalculation"
+    );
+}
+
+#[test]
+fn nothing_is_explained_where_nothing_is_held() {
+    let unpaid = given(&history(vec![PLACED()]));
+    assert_eq!(explained_outcome(&unpaid).unwrap(), None);
+    let cancelled = given(&history(vec![
+        PLACED(),
+        PAID(),
+        OrderCommand::RecordCancellation {
+            cancelled_at: t(30),
+        },
+    ]));
+    assert!(cancelled.calculation.is_some());
+    assert_eq!(explained_outcome(&cancelled).unwrap(), None);
+}
+
+#[test]
+fn a_calculation_recorded_with_lines_and_trace_still_decodes() {
+    // Given a CommissionCalculated as schema version 1 recorded it, the whole outcome included,
+    let events = history(vec![PLACED(), PAID()]);
+    let calculated = events
+        .iter()
+        .find(|e| matches!(e, OrderEvent::CommissionCalculated { .. }))
+        .expect("a calculation");
+    let full = explained_outcome(&given(&events)).unwrap().unwrap();
+    let mut body = stored_body(calculated);
+    body["outcome"] = serde_json::to_value(&full).unwrap();
+    assert!(body["outcome"]["lines"]
+        .as_array()
+        .is_some_and(|l| !l.is_empty()));
+    // when it is read back, then it is the event version 2 records.
+    let back: OrderEvent =
+        upline_domain::events::decode("CommissionCalculated", &serde_json::to_vec(&body).unwrap())
+            .expect("a version 1 event reads back");
+    assert_eq!(&back, calculated);
 }

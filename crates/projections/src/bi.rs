@@ -38,7 +38,9 @@
 //! `order_refs` (orders contributing to the row, bookkeeping).
 //!
 //! **`bi_commissions_monthly`**: key `(month, currency, level, commission_class)`; from the
-//! commission lines of current outcomes (lines on a fully refunded base left out): `lines`, `base_e6`, `amount_e6` (exact `base × rate`
+//! commission lines of current outcomes (lines on a fully refunded base left out; the events
+//! record no lines, so they are recomputed from the recorded inputs, which `bi_state` keeps for
+//! a later refund): `lines`, `base_e6`, `amount_e6` (exact `base × rate`
 //! before each beneficiary's rounding and the cap, so its sum can differ from the payouts by the
 //! rounding and what the cap cut), `beneficiaries` (distinct beneficiaries per order, summed).
 //!
@@ -70,10 +72,14 @@ use sqlx::Row;
 use upline_app::records::ParkingEvent;
 use upline_app::streams::{ORDER_PREFIX, PARKED_PREFIX, SKU_PREFIX};
 use upline_domain::catalog::CatalogEvent;
-use upline_domain::engine::{CommissionOutcome, CommissionableLine};
+use upline_domain::engine::{
+    CommissionLine, CommissionOutcome, CommissionSummary, CommissionableLine,
+};
 use upline_domain::ids::{CommissionClass, LineId, RefundId, SkuId};
 use upline_domain::net::NetLine;
-use upline_domain::order::{self, OrderDetails, OrderEvent, Refund, RefundScope};
+use upline_domain::order::{
+    self, CalculationInputs, OrderDetails, OrderEvent, Refund, RefundScope,
+};
 use upline_store::RecordedEvent;
 
 use crate::error::ProjectionError;
@@ -193,11 +199,12 @@ struct LevelSum {
 }
 
 impl Outcome {
-    fn of(outcome: &CommissionOutcome) -> Outcome {
+    /// The recorded `outcome` with the level sums of `lines`, the calculation's lines recomputed
+    /// from the recorded inputs (the events record no lines).
+    fn of(outcome: &CommissionSummary, lines: &[CommissionLine]) -> Outcome {
         let mut by_level: BTreeMap<(u32, String), (LevelSum, BTreeSet<String>)> = BTreeMap::new();
         // A line on a fully refunded base pays nothing: it is not counted.
-        for line in outcome
-            .lines
+        for line in lines
             .iter()
             .filter(|l| !l.base.is_zero() || !l.amount.is_zero())
         {
@@ -257,6 +264,10 @@ struct OrderBook {
     lines: Vec<SalesLine>,
     /// Members the calculation gave a level (within the plan's depth).
     group: Vec<String>,
+    /// The first calculation's recorded inputs: a recalculation's lines are recomputed from
+    /// them.
+    #[serde(default)]
+    inputs: Option<CalculationInputs>,
     outcome: Option<Outcome>,
     last_recorded_at: Option<DateTime<Utc>>,
 }
@@ -969,20 +980,26 @@ fn learn_order(
                     }
                 })
                 .collect();
-            book.group = outcome
+            let explained = recomputed(&inputs, &book.refunds)?;
+            book.group = explained
                 .trace
                 .iter()
                 .filter(|step| step.level.is_some())
                 .map(|step| step.distributor_id.as_str().to_string())
                 .collect();
-            book.outcome = Some(Outcome::of(&outcome));
+            book.outcome = Some(Outcome::of(&outcome, &explained.lines));
+            book.inputs = Some(*inputs);
         }
         OrderEvent::CommissionRecalculated {
             outcome, currency, ..
         } => {
-            book.outcome = Some(match outcome {
-                Some(o) => Outcome::of(&o),
-                None => Outcome {
+            book.outcome = Some(match (outcome, &book.inputs) {
+                (Some(o), Some(inputs)) => {
+                    Outcome::of(&o, &recomputed(inputs, &book.refunds)?.lines)
+                }
+                // A recalculation without a calculation before it: nothing to take lines from.
+                (Some(o), None) => Outcome::of(&o, &[]),
+                (None, _) => Outcome {
                     currency: currency.code().to_string(),
                     ..Outcome::default()
                 },
@@ -990,6 +1007,16 @@ fn learn_order(
         }
     }
     Ok(())
+}
+
+/// The whole calculation on what `refunds` left, from the recorded inputs. Inputs that no longer
+/// calculate were recorded by a calculation that did: the event is held, with the reason.
+fn recomputed(
+    inputs: &CalculationInputs,
+    refunds: &BTreeMap<RefundId, Refund>,
+) -> Result<CommissionOutcome, ProjectionError> {
+    order::calculate_remaining(inputs, refunds.values())
+        .map_err(|e| ProjectionError::Uncalculable(e.to_string()))
 }
 
 async fn write_order(

@@ -65,6 +65,10 @@ pub enum ProjectionError {
     /// A value read back from the read store that upline could not have written.
     #[error("read store holds an unexpected value: {0}")]
     Corrupt(String),
+    /// An order's recorded calculation inputs that the engine refuses now, so the lines and
+    /// trace the events leave out cannot be recomputed from them.
+    #[error("the recorded calculation inputs do not calculate: {0}")]
+    Uncalculable(String),
 }
 
 impl ProjectionError {
@@ -88,7 +92,8 @@ impl ProjectionError {
             | ProjectionError::RebuildSuperseded { .. }
             | ProjectionError::NothingHeld { .. }
             | ProjectionError::InvalidPageToken(_)
-            | ProjectionError::Corrupt(_) => false,
+            | ProjectionError::Corrupt(_)
+            | ProjectionError::Uncalculable(_) => false,
         }
     }
 

@@ -7,10 +7,10 @@
 //! payment, refunds, cancellation, parking, the recorded calculation inputs, the latest recorded
 //! outcome and the postings) and derives three amounts per beneficiary:
 //!
-//! * **expected**: recomputed here with `upline_domain::engine::calculate` from the *recorded*
-//!   inputs of the order's `CommissionCalculated` (lines, snapshot, plan, currency) on the lines
-//!   not refunded (`upline_domain::order::remaining_lines` with the refunds known so far); zero
-//!   unless the order is known, paid and not cancelled;
+//! * **expected**: recomputed here with `upline_domain::order::calculate_remaining` (the engine
+//!   on the lines not refunded by the refunds known so far) from the *recorded* inputs of the
+//!   order's `CommissionCalculated` (lines, snapshot, plan, currency); zero unless the order is
+//!   known, paid and not cancelled;
 //! * **recorded**: the payouts of the latest recorded outcome (`CommissionCalculated` or
 //!   `CommissionRecalculated`);
 //! * **posted**: the sum of `CommissionEarned` less `CommissionReversed` posted for the order.
@@ -96,7 +96,7 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 use upline_app::records::{ParkingEvent, PostingEvent};
 use upline_app::streams::{COMMISSIONS_PREFIX, ORDER_PREFIX, PARKED_PREFIX};
-use upline_domain::engine;
+use upline_domain::engine::CommissionSummary;
 use upline_domain::ids::RefundId;
 use upline_domain::net::NetLine;
 use upline_domain::order::{self, CalculationInputs, OrderDetails, OrderEvent, Refund};
@@ -181,8 +181,7 @@ impl OrderBook {
         if !self.due() {
             return;
         }
-        let lines = order::remaining_lines(inputs, self.refunds.values());
-        match engine::calculate(inputs.currency, &lines, &inputs.snapshot, &inputs.plan) {
+        match order::calculate_remaining(inputs, self.refunds.values()) {
             Ok(outcome) => {
                 self.expected = outcome
                     .payouts
@@ -847,7 +846,7 @@ fn learn(book: &mut OrderBook, fact: Fact) -> Changes {
     changes
 }
 
-fn payouts_of(outcome: &engine::CommissionOutcome) -> BTreeMap<String, Decimal> {
+fn payouts_of(outcome: &CommissionSummary) -> BTreeMap<String, Decimal> {
     outcome
         .payouts
         .iter()
