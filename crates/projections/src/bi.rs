@@ -63,6 +63,7 @@
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
@@ -80,12 +81,12 @@ use upline_domain::net::NetLine;
 use upline_domain::order::{
     self, CalculationInputs, OrderDetails, OrderEvent, Refund, RefundScope,
 };
-use upline_store::RecordedEvent;
+use upline_store::{EventStore, RecordedEvent};
 
 use crate::error::ProjectionError;
 use crate::projection::Projection;
 use crate::shared::{
-    self, add, add_change, books, day_of, e6_rounded, month_of, placeholders, Aggregate,
+    self, add, add_change, books, day_of, e6_rounded, month_of, placeholders, recorded, Aggregate,
     Contributions, Key, ROWS_PER_STATEMENT,
 };
 use crate::sql::{
@@ -108,9 +109,19 @@ pub const MAX_PAGE: u32 = 1_000;
 /// Rows per page when the caller asks for 0.
 pub const DEFAULT_PAGE: u32 = 100;
 
-/// The BI projection.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct BiProjection;
+/// The BI projection. It reads an order's recorded calculation inputs back from `history` when
+/// a recalculation needs its lines (see `OrderBook::calculated`).
+#[derive(Clone)]
+pub struct BiProjection {
+    history: Arc<dyn EventStore>,
+}
+
+impl BiProjection {
+    /// The projection of the events in `history`.
+    pub fn new(history: Arc<dyn EventStore>) -> BiProjection {
+        BiProjection { history }
+    }
+}
 
 const SALES_KEYS: &[&str] = &[
     "day",
@@ -264,9 +275,13 @@ struct OrderBook {
     lines: Vec<SalesLine>,
     /// Members the calculation gave a level (within the plan's depth).
     group: Vec<String>,
-    /// The first calculation's recorded inputs: a recalculation's lines are recomputed from
-    /// them.
+    /// Whether the order's `CommissionCalculated` is known. Its inputs are not stored with the
+    /// book (about 2.7 KB an order): a later recalculation's lines are recomputed from them, read
+    /// back from the order's stream (`recorded::calculation_inputs`).
     #[serde(default)]
+    calculated: bool,
+    /// The recorded inputs, while the book is in memory and a fact needs them.
+    #[serde(skip)]
     inputs: Option<CalculationInputs>,
     outcome: Option<Outcome>,
     last_recorded_at: Option<DateTime<Utc>>,
@@ -621,7 +636,7 @@ impl Projection for BiProjection {
             let position = position_to_sql(event.position)?;
             let stream = event.stream_id.as_str();
             let (order_stream, fact) = if stream.starts_with(SKU_PREFIX) {
-                fold_orders(tx, generation, std::mem::take(&mut facts)).await?;
+                fold_orders(&*self.history, tx, generation, std::mem::take(&mut facts)).await?;
                 apply_mapping(tx, generation, event, position).await?;
                 continue;
             } else if stream.starts_with(ORDER_PREFIX) {
@@ -640,7 +655,7 @@ impl Projection for BiProjection {
             };
             facts.push((order_stream, (position, event.recorded_at, fact)));
         }
-        fold_orders(tx, generation, facts).await
+        fold_orders(&*self.history, tx, generation, facts).await
     }
 }
 
@@ -650,6 +665,7 @@ type Learnt = books::Dated<Fact>;
 /// Folds `facts` into their orders' books (each loaded and saved once) and writes the orders'
 /// rows and the aggregates' changes.
 async fn fold_orders(
+    history: &dyn EventStore,
     tx: &mut Tx<'_>,
     generation: u32,
     facts: Vec<(String, Learnt)>,
@@ -687,6 +703,9 @@ async fn fold_orders(
         let Some(&(last, ..)) = facts.last() else {
             continue; // all applied before
         };
+        if book.calculated && book.inputs.is_none() && facts.iter().any(needs_lines) {
+            book.inputs = Some(recorded::calculation_inputs(history, NAME, &stream).await?);
+        }
         for (_, recorded_at, fact) in facts {
             match fact {
                 Fact::Order(e) => learn_order(&mappings, &mut book, *e)?,
@@ -988,6 +1007,7 @@ fn learn_order(
                 .map(|step| step.distributor_id.as_str().to_string())
                 .collect();
             book.outcome = Some(Outcome::of(&outcome, &explained.lines));
+            book.calculated = true;
             book.inputs = Some(*inputs);
         }
         OrderEvent::CommissionRecalculated {
@@ -997,7 +1017,8 @@ fn learn_order(
                 (Some(o), Some(inputs)) => {
                     Outcome::of(&o, &recomputed(inputs, &book.refunds)?.lines)
                 }
-                // A recalculation without a calculation before it: nothing to take lines from.
+                // A recalculation without a calculation recorded before it in the order's stream:
+                // nothing to take lines from.
                 (Some(o), None) => Outcome::of(&o, &[]),
                 (None, _) => Outcome {
                     currency: currency.code().to_string(),
@@ -1007,6 +1028,14 @@ fn learn_order(
         }
     }
     Ok(())
+}
+
+/// Whether folding `fact` takes the calculation's lines again: a recalculation that pays.
+fn needs_lines(fact: &Learnt) -> bool {
+    matches!(
+        &fact.2,
+        Fact::Order(e) if matches!(**e, OrderEvent::CommissionRecalculated { outcome: Some(_), .. })
+    )
 }
 
 /// The whole calculation on what `refunds` left, from the recorded inputs. Inputs that no longer

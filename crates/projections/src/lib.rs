@@ -75,11 +75,13 @@ pub async fn open_read_store(
 
 /// Every projection upline runs, in the order they are caught up and rebuilt (each has its own
 /// checkpoint, so the order is only that of `status` and `rebuild --all`).
-pub fn all_projections() -> Vec<Arc<dyn Projection>> {
+pub fn all_projections(history: Arc<dyn EventStore>) -> Vec<Arc<dyn Projection>> {
     vec![
         Arc::new(LedgerProjection),
-        Arc::new(reconciliation::ReconciliationProjection),
-        Arc::new(bi::BiProjection),
+        Arc::new(reconciliation::ReconciliationProjection::new(
+            history.clone(),
+        )),
+        Arc::new(bi::BiProjection::new(history)),
         Arc::new(hierarchy::HierarchyProjection),
     ]
 }
@@ -92,7 +94,7 @@ pub async fn open_default(
     read_store: Option<&str>,
 ) -> Result<ProjectionRunner, ProjectionError> {
     let read = open_read_store(data_dir, read_store).await?;
-    let runner = ProjectionRunner::new(store, read, all_projections());
+    let runner = ProjectionRunner::new(store.clone(), read, all_projections(store));
     runner.init().await?;
     Ok(runner)
 }

@@ -4,8 +4,9 @@
 //! It reads the order streams (`order-`), the parked updates (`parked-`) and the commission
 //! postings on `commissions-` streams (attributed to their order through
 //! `PostingSource::order_stream`). For each order it keeps what it has learnt (its details,
-//! payment, refunds, cancellation, parking, the recorded calculation inputs, the latest recorded
-//! outcome and the postings) and derives three amounts per beneficiary:
+//! payment, refunds, cancellation, parking, that a calculation was recorded, the latest recorded
+//! outcome and the postings; the calculation's inputs are read back from the order's stream
+//! when a later fact needs them) and derives three amounts per beneficiary:
 //!
 //! * **expected**: recomputed here with `upline_domain::order::calculate_remaining` (the engine
 //!   on the lines not refunded by the refunds known so far) from the *recorded* inputs of the
@@ -88,6 +89,7 @@
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use chrono::NaiveDate;
 use rust_decimal::{Decimal, RoundingStrategy};
@@ -100,12 +102,12 @@ use upline_domain::engine::CommissionSummary;
 use upline_domain::ids::RefundId;
 use upline_domain::net::NetLine;
 use upline_domain::order::{self, CalculationInputs, OrderDetails, OrderEvent, Refund};
-use upline_store::RecordedEvent;
+use upline_store::{EventStore, RecordedEvent};
 
 use crate::error::ProjectionError;
 use crate::projection::Projection;
 use crate::shared::{
-    self, add, add_change, books, day_of, e6_rounded, Aggregate, Contributions, Key,
+    self, add, add_change, books, day_of, e6_rounded, recorded, Aggregate, Contributions, Key,
 };
 use crate::sql::{
     day_from_sql, day_to_sql, e6_column, execute_all, position_to_sql, table, to_e6, u64_column, Tx,
@@ -124,9 +126,19 @@ pub const MAX_PAGE: u32 = 1_000;
 /// Rows per page when the caller asks for 0.
 pub const DEFAULT_PAGE: u32 = 100;
 
-/// The reconciliation projection.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ReconciliationProjection;
+/// The reconciliation projection. It reads an order's recorded calculation inputs back from
+/// `history` when a fact after the calculation needs them (see `calculation_currency`).
+#[derive(Clone)]
+pub struct ReconciliationProjection {
+    history: Arc<dyn EventStore>,
+}
+
+impl ReconciliationProjection {
+    /// The projection of the events in `history`.
+    pub fn new(history: Arc<dyn EventStore>) -> ReconciliationProjection {
+        ReconciliationProjection { history }
+    }
+}
 
 // ---------------------------------------------------------------------------------------------
 // What the projection remembers of one order.
@@ -155,6 +167,14 @@ struct OrderBook {
     refunds: BTreeMap<RefundId, Refund>,
     parked: bool,
     times_parked: u32,
+    /// The currency of the order's recorded calculation, once its `CommissionCalculated` is
+    /// known. The calculation's inputs are not stored with the book (about 2.7 KB an order,
+    /// written again with each batch of the order's postings): they are read back from the
+    /// order's stream when a later fact of the order needs a recomputation.
+    #[serde(default)]
+    calculation_currency: Option<String>,
+    /// The recorded inputs, while the book is in memory and a fact needs them.
+    #[serde(skip)]
     inputs: Option<CalculationInputs>,
     /// The latest recorded outcome: its base and payouts.
     recorded: Option<(Decimal, BTreeMap<String, Decimal>)>,
@@ -206,7 +226,7 @@ impl OrderBook {
             .as_ref()
             .map(|d| d.currency.code().to_string())
             .or_else(|| self.parked_currency.clone())
-            .or_else(|| self.inputs.as_ref().map(|i| i.currency.code().to_string()))
+            .or_else(|| self.calculation_currency.clone())
             .or_else(|| self.posting_currency.clone())
             .unwrap_or_default()
     }
@@ -319,7 +339,7 @@ impl Derived {
                     note: "declared_total differs from gross - discounts + shipping + tax".into(),
                 });
             }
-            if details.distributor.is_some() && book.due() && book.inputs.is_none() {
+            if details.distributor.is_some() && book.due() && book.calculation_currency.is_none() {
                 d.differences.push(Found {
                     kind: "calculation_missing",
                     subject: String::new(),
@@ -644,6 +664,11 @@ impl Projection for ReconciliationProjection {
             let Some(&(last, ..)) = facts.last() else {
                 continue; // all applied before
             };
+            let order_facts = facts.iter().any(|(_, _, f)| matches!(f, Fact::Order(_)));
+            if order_facts && book.calculation_currency.is_some() && book.inputs.is_none() {
+                book.inputs =
+                    Some(recorded::calculation_inputs(&*self.history, NAME, &stream).await?);
+            }
             // What each beneficiary should hold follows from the order's own facts only: a
             // posting (most of the events read here) changes what was posted, never what is
             // expected, so the engine runs again only when the order's facts changed, and once
@@ -792,6 +817,7 @@ fn learn(book: &mut OrderBook, fact: Fact) -> Changes {
             }
             OrderEvent::OrderCancelled { .. } => book.cancelled = true,
             OrderEvent::CommissionCalculated { inputs, outcome } => {
+                book.calculation_currency = Some(inputs.currency.code().to_string());
                 book.inputs = Some(*inputs);
                 book.recorded = Some((outcome.commissionable_base, payouts_of(&outcome)));
             }

@@ -164,9 +164,9 @@ fn select_all(from: &str, columns: &[String]) -> String {
     )
 }
 
-async fn contents(read: &ReadStore) -> Contents {
+async fn contents(store: &Arc<dyn EventStore>, read: &ReadStore) -> Contents {
     let mut contents = Contents::new();
-    for projection in all_projections() {
+    for projection in all_projections(store.clone()) {
         for table in projection.tables() {
             let columns: Vec<String> = sqlx::query(&format!(
                 "SELECT name FROM pragma_table_info('{table}') ORDER BY cid"
@@ -217,7 +217,7 @@ async fn build(
     let read = ReadStore::connect(&path.to_string_lossy())
         .await
         .expect("read store");
-    let runner = ProjectionRunner::new(store.clone(), read.clone(), all_projections())
+    let runner = ProjectionRunner::new(store.clone(), read.clone(), all_projections(store.clone()))
         .with_page_size(page_size);
     runner
         .catch_up()
@@ -233,7 +233,7 @@ async fn build(
             status.lag_events
         );
     }
-    let contents = contents(&read).await;
+    let contents = contents(store, &read).await;
     read.close().await;
     Ok(contents)
 }
@@ -287,7 +287,7 @@ async fn batch_size_changes_nothing(history: History) -> Result<(), TestCaseErro
         .await
         .iter()
         .any(|e| e.stream_id.starts_with("commissions-"));
-    for projection in all_projections() {
+    for projection in all_projections(store.clone()) {
         let rows: usize = projection
             .tables()
             .iter()

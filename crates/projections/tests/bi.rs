@@ -23,8 +23,12 @@ fn d(month: u32, day: u32) -> NaiveDate {
 }
 
 fn runner(w: &World, read: &ReadStore) -> ProjectionRunner {
-    ProjectionRunner::new(w.store.clone(), read.clone(), vec![Arc::new(BiProjection)])
-        .with_page_size(16)
+    ProjectionRunner::new(
+        w.store.clone(),
+        read.clone(),
+        vec![Arc::new(BiProjection::new(w.store.clone()))],
+    )
+    .with_page_size(16)
 }
 
 /// Every row of every BI query, for comparisons.

@@ -29,7 +29,7 @@ fn runner(w: &World, read: &ReadStore) -> ProjectionRunner {
     ProjectionRunner::new(
         w.store.clone(),
         read.clone(),
-        vec![Arc::new(ReconciliationProjection)],
+        vec![Arc::new(ReconciliationProjection::new(w.store.clone()))],
     )
     .with_page_size(16)
 }
@@ -411,7 +411,10 @@ async fn re_applying_events_changes_nothing() {
         ProjectionRunner::new(
             w.store.clone(),
             read.clone(),
-            vec![Arc::new(ReconciliationProjection), Arc::new(BiProjection)],
+            vec![
+                Arc::new(ReconciliationProjection::new(w.store.clone())),
+                Arc::new(BiProjection::new(w.store.clone())),
+            ],
         )
         .catch_up()
         .await
@@ -433,8 +436,8 @@ async fn re_applying_events_changes_nothing() {
             differences(&read).await,
             bi(query.clone()).await,
         );
-        reapply_everything(&w, &read, &ReconciliationProjection).await;
-        reapply_everything(&w, &read, &BiProjection).await;
+        reapply_everything(&w, &read, &ReconciliationProjection::new(w.store.clone())).await;
+        reapply_everything(&w, &read, &BiProjection::new(w.store.clone())).await;
         let after = (rows(&read).await, differences(&read).await, bi(query).await);
         assert_eq!(after, before, "{label}");
         read.close().await;
@@ -459,7 +462,10 @@ async fn an_unreadable_order_event_is_a_difference_not_a_stop() {
         ProjectionRunner::new(
             w.store.clone(),
             read.clone(),
-            vec![Arc::new(ReconciliationProjection), Arc::new(BiProjection)],
+            vec![
+                Arc::new(ReconciliationProjection::new(w.store.clone())),
+                Arc::new(BiProjection::new(w.store.clone())),
+            ],
         )
         .catch_up()
         .await
@@ -488,6 +494,70 @@ async fn an_unreadable_order_event_is_a_difference_not_a_stop() {
             .unwrap()
             .rows;
         assert_eq!(orders.len(), 7, "{label}");
+        read.close().await;
+    })
+    .await;
+}
+
+/// The JSON state `projection` keeps of `order_stream`.
+async fn kept_state(read: &ReadStore, table: &str, order_stream: &str) -> serde_json::Value {
+    let state: String = sqlx::query_scalar(&format!(
+        "SELECT state FROM {table} WHERE order_stream = $1"
+    ))
+    .bind(order_stream)
+    .fetch_one(read.pool())
+    .await
+    .unwrap();
+    serde_json::from_str(&state).unwrap()
+}
+
+#[tokio::test]
+async fn a_refund_after_the_calculation_was_projected_reads_the_inputs_back_from_the_stream() {
+    on_every_read_store(|target| async move {
+        let label = target.label;
+        // Given order 1002 paid, posted and projected on its own,
+        let w = world().await;
+        let supp = order(10, "SUPP001", dec!(2), dec!(50.00), None, Some("CODE3"));
+        send(&w, "1002", Some(supp), vec![paid(10)]).await;
+        post(&w).await;
+        let read = target.connect().await;
+        let runner = || {
+            ProjectionRunner::new(
+                w.store.clone(),
+                read.clone(),
+                vec![
+                    Arc::new(ReconciliationProjection::new(w.store.clone())),
+                    Arc::new(BiProjection::new(w.store.clone())),
+                ],
+            )
+        };
+        runner().catch_up().await.unwrap();
+        // the projections keep that it was calculated, not the calculation's inputs;
+        for table in ["reconciliation_state", "bi_state"] {
+            let state = kept_state(&read, table, &stream("1002")).await;
+            assert!(state.get("inputs").is_none(), "{label} {table}: {state}");
+        }
+        assert_eq!(row(&read, d(3, 10)).await.commission_expected, dec!(22));
+
+        // when one of its two units is refunded in a later batch,
+        send(&w, "1002", None, vec![refund("r1", dec!(1))]).await;
+        post(&w).await;
+        runner().catch_up().await.unwrap();
+
+        // then reconciliation recomputes from the recorded inputs: 5 + 2.50 + 2 + 1.50,
+        let r = row(&read, d(3, 10)).await;
+        assert_eq!(r.commission_expected, dec!(11), "{label}");
+        assert_eq!(r.commission_posted, dec!(11), "{label}");
+        assert_eq!(r.commission_delta, Decimal::ZERO, "{label}");
+        assert!(differences(&read).await.is_empty(), "{label}");
+        // and BI's level sums are the recomputed lines on the kept base (10 % of 50.00).
+        let levels = BiQuery::new(read.clone())
+            .commissions_by_level(d(3, 1), d(3, 31), None, 0)
+            .await
+            .unwrap()
+            .rows;
+        let first = levels.iter().find(|l| l.level == 1).expect("level 1");
+        assert_eq!((first.base, first.amount), (dec!(50), dec!(5)), "{label}");
         read.close().await;
     })
     .await;
