@@ -280,8 +280,9 @@ struct OrderBook {
     /// back from the order's stream (`recorded::calculation_inputs`).
     #[serde(default)]
     calculated: bool,
-    /// The recorded inputs, while the book is in memory and a fact needs them.
-    #[serde(skip)]
+    /// The recorded inputs, while the book is in memory and a fact needs them. Never saved; a
+    /// book saved by an earlier version still holds them, and is read with them (`upgraded`).
+    #[serde(skip_serializing, default)]
     inputs: Option<CalculationInputs>,
     outcome: Option<Outcome>,
     last_recorded_at: Option<DateTime<Utc>>,
@@ -296,6 +297,13 @@ struct Kept<'a> {
 }
 
 impl OrderBook {
+    /// The book as this version keeps it: one saved with its calculation's inputs (before they
+    /// were read back from the stream instead) notes that it was calculated.
+    fn upgraded(mut self) -> OrderBook {
+        self.calculated |= self.inputs.is_some();
+        self
+    }
+
     fn due(&self) -> bool {
         self.details.is_some() && self.paid_at.is_some() && self.cancelled_at.is_none()
     }
@@ -687,6 +695,7 @@ async fn fold_orders(
         };
         let (mut book, old, last) = match stored.remove(&stream) {
             Some((book, last)) => {
+                let book = book.upgraded();
                 let old = contributions(&book)?;
                 (book, old, last)
             }

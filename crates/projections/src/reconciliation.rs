@@ -173,8 +173,9 @@ struct OrderBook {
     /// order's stream when a later fact of the order needs a recomputation.
     #[serde(default)]
     calculation_currency: Option<String>,
-    /// The recorded inputs, while the book is in memory and a fact needs them.
-    #[serde(skip)]
+    /// The recorded inputs, while the book is in memory and a fact needs them. Never saved; a
+    /// book saved by an earlier version still holds them, and is read with them (`upgraded`).
+    #[serde(skip_serializing, default)]
     inputs: Option<CalculationInputs>,
     /// The latest recorded outcome: its base and payouts.
     recorded: Option<(Decimal, BTreeMap<String, Decimal>)>,
@@ -191,6 +192,16 @@ struct OrderBook {
 impl OrderBook {
     fn due(&self) -> bool {
         self.details.is_some() && self.paid && !self.cancelled
+    }
+
+    /// The book as this version keeps it: one saved with its calculation's inputs (before they
+    /// were read back from the stream instead) notes the calculation they stand for.
+    fn upgraded(mut self) -> OrderBook {
+        if let Some(inputs) = &self.inputs {
+            self.calculation_currency
+                .get_or_insert_with(|| inputs.currency.code().to_string());
+        }
+        self
     }
 
     /// What each beneficiary should hold, recomputed from the recorded inputs.
@@ -646,6 +657,7 @@ impl Projection for ReconciliationProjection {
             };
             let (mut book, old, old_rows, last) = match stored.remove(&stream) {
                 Some((book, last)) => {
+                    let book = book.upgraded();
                     let derived = Derived::of(&stream, &book);
                     let old = daily_contribution(&book, &derived)?;
                     (book, old, Some(derived.difference_rows()), last)

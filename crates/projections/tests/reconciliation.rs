@@ -408,17 +408,7 @@ async fn re_applying_events_changes_nothing() {
         let w = world().await;
         standard_orders(&w).await;
         let read = target.connect().await;
-        ProjectionRunner::new(
-            w.store.clone(),
-            read.clone(),
-            vec![
-                Arc::new(ReconciliationProjection::new(w.store.clone())),
-                Arc::new(BiProjection::new(w.store.clone())),
-            ],
-        )
-        .catch_up()
-        .await
-        .unwrap();
+        reconciliation_and_bi(&w, &read).catch_up().await.unwrap();
         let query = BiQuery::new(read.clone());
         let bi = |q: BiQuery| async move {
             (
@@ -459,17 +449,7 @@ async fn an_unreadable_order_event_is_a_difference_not_a_stop() {
             .await
             .unwrap();
         let read = target.connect().await;
-        ProjectionRunner::new(
-            w.store.clone(),
-            read.clone(),
-            vec![
-                Arc::new(ReconciliationProjection::new(w.store.clone())),
-                Arc::new(BiProjection::new(w.store.clone())),
-            ],
-        )
-        .catch_up()
-        .await
-        .unwrap();
+        reconciliation_and_bi(&w, &read).catch_up().await.unwrap();
         let page = ReconciliationQuery::new(read.clone())
             .differing_orders(d(1, 1), d(12, 31), None, None, None, 0)
             .await
@@ -499,6 +479,44 @@ async fn an_unreadable_order_event_is_a_difference_not_a_stop() {
     .await;
 }
 
+/// Reconciliation and BI over `w`'s store.
+fn reconciliation_and_bi(w: &World, read: &ReadStore) -> ProjectionRunner {
+    ProjectionRunner::new(
+        w.store.clone(),
+        read.clone(),
+        vec![
+            Arc::new(ReconciliationProjection::new(w.store.clone())),
+            Arc::new(BiProjection::new(w.store.clone())),
+        ],
+    )
+}
+
+/// Order 1002 (2 x 50.00 SUPP001, CODE3) paid, posted and projected on its own.
+async fn paid_and_projected(w: &World, read: &ReadStore) {
+    let supp = order(10, "SUPP001", dec!(2), dec!(50.00), None, Some("CODE3"));
+    send(w, "1002", Some(supp), vec![paid(10)]).await;
+    post(w).await;
+    reconciliation_and_bi(w, read).catch_up().await.unwrap();
+}
+
+/// One of order 1002's two units refunded, posted and projected in a later batch.
+async fn refund_projected(w: &World, read: &ReadStore) {
+    send(w, "1002", None, vec![refund("r1", dec!(1))]).await;
+    post(w).await;
+    reconciliation_and_bi(w, read).catch_up().await.unwrap();
+}
+
+/// BI's level 1 of March: (base, amount).
+async fn level_one(read: &ReadStore) -> (Decimal, Decimal) {
+    let levels = BiQuery::new(read.clone())
+        .commissions_by_level(d(3, 1), d(3, 31), None, 0)
+        .await
+        .unwrap()
+        .rows;
+    let first = levels.iter().find(|l| l.level == 1).expect("level 1");
+    (first.base, first.amount)
+}
+
 /// The JSON state `projection` keeps of `order_stream`.
 async fn kept_state(read: &ReadStore, table: &str, order_stream: &str) -> serde_json::Value {
     let state: String = sqlx::query_scalar(&format!(
@@ -517,21 +535,8 @@ async fn a_refund_after_the_calculation_was_projected_reads_the_inputs_back_from
         let label = target.label;
         // Given order 1002 paid, posted and projected on its own,
         let w = world().await;
-        let supp = order(10, "SUPP001", dec!(2), dec!(50.00), None, Some("CODE3"));
-        send(&w, "1002", Some(supp), vec![paid(10)]).await;
-        post(&w).await;
         let read = target.connect().await;
-        let runner = || {
-            ProjectionRunner::new(
-                w.store.clone(),
-                read.clone(),
-                vec![
-                    Arc::new(ReconciliationProjection::new(w.store.clone())),
-                    Arc::new(BiProjection::new(w.store.clone())),
-                ],
-            )
-        };
-        runner().catch_up().await.unwrap();
+        paid_and_projected(&w, &read).await;
         // the projections keep that it was calculated, not the calculation's inputs;
         for table in ["reconciliation_state", "bi_state"] {
             let state = kept_state(&read, table, &stream("1002")).await;
@@ -540,9 +545,7 @@ async fn a_refund_after_the_calculation_was_projected_reads_the_inputs_back_from
         assert_eq!(row(&read, d(3, 10)).await.commission_expected, dec!(22));
 
         // when one of its two units is refunded in a later batch,
-        send(&w, "1002", None, vec![refund("r1", dec!(1))]).await;
-        post(&w).await;
-        runner().catch_up().await.unwrap();
+        refund_projected(&w, &read).await;
 
         // then reconciliation recomputes from the recorded inputs: 5 + 2.50 + 2 + 1.50,
         let r = row(&read, d(3, 10)).await;
@@ -551,13 +554,69 @@ async fn a_refund_after_the_calculation_was_projected_reads_the_inputs_back_from
         assert_eq!(r.commission_delta, Decimal::ZERO, "{label}");
         assert!(differences(&read).await.is_empty(), "{label}");
         // and BI's level sums are the recomputed lines on the kept base (10 % of 50.00).
-        let levels = BiQuery::new(read.clone())
-            .commissions_by_level(d(3, 1), d(3, 31), None, 0)
+        assert_eq!(level_one(&read).await, (dec!(50), dec!(5)), "{label}");
+        read.close().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_book_saved_with_its_calculation_inputs_is_read_as_one_that_was_calculated() {
+    on_every_read_store(|target| async move {
+        let label = target.label;
+        // Given order 1002 projected, its books then rewritten as an earlier version saved them
+        // (the calculation's inputs inside, no note that it was calculated),
+        let w = world().await;
+        let read = target.connect().await;
+        paid_and_projected(&w, &read).await;
+        let calculated = w
+            .store
+            .read_stream(
+                &stream("1002"),
+                Direction::Forwards,
+                StreamStart::Start,
+                100,
+            )
             .await
             .unwrap()
-            .rows;
-        let first = levels.iter().find(|l| l.level == 1).expect("level 1");
-        assert_eq!((first.base, first.amount), (dec!(50), dec!(5)), "{label}");
+            .into_iter()
+            .find(|e| e.event_type == "CommissionCalculated")
+            .expect("a calculation");
+        let event: serde_json::Value = serde_json::from_slice(&calculated.data).unwrap();
+        for (table, note) in [
+            ("reconciliation_state", "calculation_currency"),
+            ("bi_state", "calculated"),
+        ] {
+            let mut state = kept_state(&read, table, &stream("1002")).await;
+            let book = state.as_object_mut().unwrap();
+            assert!(book.remove(note).is_some(), "{label} {table}");
+            book.insert("inputs".into(), event["inputs"].clone());
+            sqlx::query(&format!(
+                "UPDATE {table}_g1 SET state = $1 WHERE order_stream = $2"
+            ))
+            .bind(serde_json::to_string(&state).unwrap())
+            .bind(stream("1002"))
+            .execute(read.pool())
+            .await
+            .unwrap();
+        }
+
+        // when a refund of one unit is projected,
+        refund_projected(&w, &read).await;
+
+        // then both recompute as if the books were this version's, and save them without inputs.
+        let r = row(&read, d(3, 10)).await;
+        assert_eq!(
+            (r.commission_expected, r.commission_delta),
+            (dec!(11), Decimal::ZERO),
+            "{label}"
+        );
+        assert!(differences(&read).await.is_empty(), "{label}");
+        assert_eq!(level_one(&read).await, (dec!(50), dec!(5)), "{label}");
+        for table in ["reconciliation_state", "bi_state"] {
+            let state = kept_state(&read, table, &stream("1002")).await;
+            assert!(state.get("inputs").is_none(), "{label} {table}: {state}");
+        }
         read.close().await;
     })
     .await;
