@@ -29,6 +29,8 @@ pub fn validate(path: &Path) -> Result<String> {
 /// The result of running one order through the real order aggregate.
 struct Explained {
     inputs: Option<CalculationInputs>,
+    /// The plan the inputs name.
+    plan: Option<CommissionPlan>,
     /// The commissions as they stand after every fact in the order file.
     outcome: Option<CommissionOutcome>,
     events: Vec<OrderEvent>,
@@ -75,6 +77,7 @@ pub fn explain(
     }
     let mut run = Explained {
         inputs: None,
+        plan: None,
         outcome: None,
         events: Vec::new(),
         state: OrderState::default(),
@@ -91,8 +94,12 @@ pub fn explain(
         }
     }
     // The events record the payouts; the lines and trace are recomputed from the inputs.
-    run.outcome = order::explained_outcome(&run.state)
-        .with_context(|| format!("{}: the order cannot be calculated", order_path.display()))?;
+    let cannot = || format!("{}: the order cannot be calculated", order_path.display());
+    run.outcome = order::explained_outcome(&run.state, &company.plans).with_context(cannot)?;
+    if let Some(inputs) = &run.inputs {
+        let plan = order::recorded_plan(inputs, &company.plans).with_context(cannot)?;
+        run.plan = Some(plan.clone());
+    }
     if json {
         let mut events = Vec::with_capacity(run.events.len());
         for event in &run.events {
@@ -100,8 +107,7 @@ pub fn explain(
             let body: serde_json::Value = serde_json::from_slice(&encoded.data)?;
             events.push((encoded.event_type, body));
         }
-        let value =
-            serde_json::json!({ "inputs": run.inputs, "outcome": run.outcome, "events": events });
+        let value = serde_json::json!({ "inputs": run.inputs, "plan": run.plan, "outcome": run.outcome, "events": events });
         return Ok(format!("{}\n", serde_json::to_string_pretty(&value)?));
     }
     Ok(render(&order_file, &run))
@@ -135,7 +141,7 @@ fn render(order_file: &OrderFile, run: &Explained) -> String {
             let _ = writeln!(w, "Unattributed: the order earns no commission");
         }
     }
-    let Some(inputs) = &run.inputs else {
+    let (Some(inputs), Some(plan)) = (&run.inputs, &run.plan) else {
         let _ = writeln!(
             w,
             "\nNo commission was calculated (unattributed, or cancelled before payment)."
@@ -145,8 +151,8 @@ fn render(order_file: &OrderFile, run: &Explained) -> String {
     let _ = writeln!(
         w,
         "Plan {} (effective {}), plan sha256 {}\nHierarchy snapshot at {}: {} members, sha256 {}",
-        inputs.plan.version,
-        utc(inputs.plan.effective_from),
+        plan.version,
+        utc(plan.effective_from),
         &inputs.plan_hash[..16.min(inputs.plan_hash.len())],
         utc(inputs.snapshot.at),
         inputs.snapshot.members.len(),
@@ -214,7 +220,7 @@ fn render(order_file: &OrderFile, run: &Explained) -> String {
             let _ = writeln!(w, "  {}", describe_refund(cur, refund));
         }
     }
-    let ratio = inputs.plan.max_payout_ratio;
+    let ratio = plan.max_payout_ratio;
     let base = outcome.commissionable_base;
     let _ = writeln!(
         w,
@@ -298,7 +304,7 @@ fn render(order_file: &OrderFile, run: &Explained) -> String {
             s.status.as_str().to_string(),
             s.rank.to_string(),
             s.level.map_or("-".into(), |l| l.to_string()),
-            describe(&s.decision, &s.rank, &inputs.plan),
+            describe(&s.decision, &s.rank, plan),
         ]);
     }
     write_table(w, &table);

@@ -133,7 +133,12 @@ fn explain_as_json_carries_the_snapshot_plan_and_outcome() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["outcome"]["total"], "10.29");
     assert_eq!(v["inputs"]["snapshot"]["distributor_id"], "11043");
-    assert_eq!(v["inputs"]["plan"]["version"], "2026.1");
+    assert_eq!(v["inputs"]["plan_version"], "2026.1");
+    assert_eq!(v["plan"]["version"], "2026.1");
+    assert_eq!(
+        v["outcome"]["lines"].as_array().map(Vec::is_empty),
+        Some(false)
+    );
     assert_eq!(v["events"][0][0], "OrderPlaced");
 }
 

@@ -138,9 +138,12 @@ pub(crate) fn order_request_error(e: &OrderError) -> Option<Status> {
         O::RefundExceedsLine { .. } => precondition("lines", e),
         O::RefundAmountOutOfRange { .. } => precondition("net_amount", e),
         O::WrongOrder { .. } => Status::internal(e.to_string()),
-        O::NoPlanInForce { .. } | O::UnmappedSku { .. } | O::Hierarchy { .. } | O::Engine(_) => {
-            return None
-        }
+        O::NoPlanInForce { .. }
+        | O::RecordedPlanUnknown { .. }
+        | O::NotTheRecordedPlan { .. }
+        | O::UnmappedSku { .. }
+        | O::Hierarchy { .. }
+        | O::Engine(_) => return None,
     })
 }
 

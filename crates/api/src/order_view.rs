@@ -14,6 +14,7 @@ use upline_domain::money::Currency;
 use upline_domain::order::{
     self, OrderEvent, OrderKey, OrderState, RecalculationCause, RefundScope,
 };
+use upline_domain::plan::PlanBook;
 use upline_store::{Direction, EventStore, StreamStart};
 
 use crate::convert::{fmt_opt_time, fmt_time, money, pb_key, pb_sku_mapping, pb_status};
@@ -21,8 +22,10 @@ use crate::error::{app_error, not_found, store_error};
 use crate::pb;
 
 /// The order stored in `stream`; `key` when the request named it (else found in the stream).
+/// `plans` are the published plans, where the calculation's is looked up by version.
 pub(crate) async fn order_view(
     store: &dyn EventStore,
+    plans: &PlanBook,
     stream: &str,
     key: Option<OrderKey>,
 ) -> Result<pb::OrderView, Status> {
@@ -58,7 +61,7 @@ pub(crate) async fn order_view(
         });
         match &event {
             OrderEvent::CommissionCalculated { outcome, .. } => {
-                let outcome = pb_outcome(outcome, explained(&state, r.position)?.as_ref());
+                let outcome = pb_outcome(outcome, explained(&state, plans, r.position)?.as_ref());
                 view.calculated = Some(outcome.clone());
                 view.current = Some(outcome.clone());
                 view.commission_changes.push(pb::CommissionChange {
@@ -76,7 +79,7 @@ pub(crate) async fn order_view(
                 adjustments,
                 ..
             } => {
-                let explained = explained(&state, r.position)?;
+                let explained = explained(&state, plans, r.position)?;
                 let outcome = outcome.as_ref().map(|o| pb_outcome(o, explained.as_ref()));
                 view.current = outcome.clone();
                 let (cause, refund_id) = match cause {
@@ -187,7 +190,7 @@ pub(crate) async fn order_view(
         view.calculation = Some(pb::CalculationInputs {
             at: fmt_time(inputs.at),
             currency: c.code().to_string(),
-            plan_version: inputs.plan.version.clone(),
+            plan_version: inputs.plan_version.clone(),
             plan_hash: inputs.plan_hash.clone(),
             snapshot: Some(pb::HierarchySnapshot {
                 schema_version: u32::from(inputs.snapshot.schema_version),
@@ -288,8 +291,12 @@ fn status(state: &OrderState, nothing_recorded: bool) -> pb::OrderStatus {
 
 /// The lines and trace behind the state's holdings after the commission event at `position`,
 /// recomputed from the recorded inputs (the events record only the payouts).
-fn explained(state: &OrderState, position: u64) -> Result<Option<CommissionOutcome>, Status> {
-    order::explained_outcome(state).map_err(|e| {
+fn explained(
+    state: &OrderState,
+    plans: &PlanBook,
+    position: u64,
+) -> Result<Option<CommissionOutcome>, Status> {
+    order::explained_outcome(state, plans).map_err(|e| {
         Status::internal(format!(
             "the calculation recorded at position {position} no longer recomputes: {e}"
         ))

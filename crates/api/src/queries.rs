@@ -166,8 +166,12 @@ impl QueryService for Queries {
                 ))
             }
         };
+        // The calculation's plan is looked up by version among those published.
+        let company = self.inner.app.company();
+        company.refresh().await.map_err(app_error)?;
+        let plans = company.read().await.company.plans.clone();
         Ok(Response::new(
-            order_view(self.inner.store.as_ref(), &stream, key).await?,
+            order_view(self.inner.store.as_ref(), &plans, &stream, key).await?,
         ))
     }
 

@@ -16,8 +16,8 @@ use upline_domain::catalog::SkuMapping;
 use upline_domain::company::Company;
 use upline_domain::ids::{DistributorId, Platform, ShopId};
 use upline_domain::order::{
-    self, CalculationContext, OrderCommand, OrderDetails, OrderEvent, OrderKey, OrderState, Refund,
-    RefundScope,
+    self, CalculationContext, OrderCommand, OrderDetails, OrderEvent, OrderKey, OrderState,
+    PlanSource, Refund, RefundScope,
 };
 use upline_domain::plan::CommissionPlan;
 use upline_domain::snapshot::{HierarchySnapshot, SnapshotRequest};
@@ -64,6 +64,12 @@ impl Default for AppConfig {
 struct ShopPolicy<'a> {
     company: &'a Company,
     test_orders_earn: &'a BTreeSet<(Platform, ShopId)>,
+}
+
+impl PlanSource for ShopPolicy<'_> {
+    fn plan(&self, version: &str) -> Option<&CommissionPlan> {
+        self.company.plan(version)
+    }
 }
 
 impl CalculationContext for ShopPolicy<'_> {

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use crate::catalog::{Catalog, SkuMapping};
 use crate::ids::{DistributorId, Platform};
 use crate::network::Network;
-use crate::order::CalculationContext;
+use crate::order::{CalculationContext, PlanSource};
 use crate::plan::{CommissionPlan, PlanBook};
 use crate::snapshot::{HierarchySnapshot, SnapshotRequest};
 
@@ -15,6 +15,12 @@ pub struct Company {
     pub network: Network,
     pub catalog: Catalog,
     pub plans: PlanBook,
+}
+
+impl PlanSource for Company {
+    fn plan(&self, version: &str) -> Option<&CommissionPlan> {
+        self.plans.get(version)
+    }
 }
 
 impl CalculationContext for Company {

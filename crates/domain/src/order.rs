@@ -24,7 +24,7 @@ use crate::events::DomainEvent;
 use crate::ids::{DistributorId, LineId, Platform, PlatformOrderId, RefundId, ShopId, SkuId};
 use crate::money::Currency;
 use crate::net::{self, NetAmountError, NetLine, OrderLine};
-use crate::plan::CommissionPlan;
+use crate::plan::{CommissionPlan, PlanBook};
 use crate::snapshot::{HierarchySnapshot, SnapshotRequest};
 
 /// Which order: the platform, the shop on it and the platform's order id.
@@ -118,15 +118,72 @@ pub enum OrderCommand {
 /// What the first calculation captured, so every later recalculation (and an auditor's replay)
 /// uses exactly the same hierarchy, plan and mappings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "RecordedInputs")]
 pub struct CalculationInputs {
     pub at: DateTime<Utc>,
     pub currency: Currency,
-    pub plan: CommissionPlan,
+    /// The plan in force at `at`, by version: its document is recorded once, when it was
+    /// published (`plan-{version}`), and looked up by this version ([`PlanSource`]).
+    pub plan_version: String,
+    /// The plan document's content hash, so that the plan looked up can be checked.
     pub plan_hash: String,
     pub snapshot: HierarchySnapshot,
     pub sku_mappings: Vec<SkuMapping>,
     /// The full lines as ordered; refunds scale their bases down.
     pub lines: Vec<CommissionableLine>,
+}
+
+/// [`CalculationInputs`] as any schema version of [`OrderEvent`] recorded them: versions 1 and
+/// 2 held the whole plan document (`plan`), version 3 names it (`plan_version`).
+#[derive(Deserialize)]
+struct RecordedInputs {
+    at: DateTime<Utc>,
+    currency: Currency,
+    #[serde(default)]
+    plan_version: Option<String>,
+    #[serde(default)]
+    plan: Option<PlanVersionOnly>,
+    plan_hash: String,
+    snapshot: HierarchySnapshot,
+    sku_mappings: Vec<SkuMapping>,
+    lines: Vec<CommissionableLine>,
+}
+
+/// Of a plan document recorded in the inputs, the version (the rest is read past).
+#[derive(Deserialize)]
+struct PlanVersionOnly {
+    version: String,
+}
+
+impl TryFrom<RecordedInputs> for CalculationInputs {
+    type Error = &'static str;
+
+    fn try_from(r: RecordedInputs) -> Result<Self, Self::Error> {
+        let plan_version = r
+            .plan_version
+            .or(r.plan.map(|p| p.version))
+            .ok_or("calculation inputs name no plan: neither plan_version nor plan")?;
+        Ok(CalculationInputs {
+            at: r.at,
+            currency: r.currency,
+            plan_version,
+            plan_hash: r.plan_hash,
+            snapshot: r.snapshot,
+            sku_mappings: r.sku_mappings,
+            lines: r.lines,
+        })
+    }
+}
+
+/// Where a recorded calculation's plan is found by its version: the plan book, the company.
+pub trait PlanSource {
+    fn plan(&self, version: &str) -> Option<&CommissionPlan>;
+}
+
+impl PlanSource for PlanBook {
+    fn plan(&self, version: &str) -> Option<&CommissionPlan> {
+        self.get(version)
+    }
 }
 
 /// Why commissions changed after the first calculation.
@@ -194,16 +251,18 @@ pub enum OrderEvent {
 }
 
 impl DomainEvent for OrderEvent {
-    /// 2: outcomes are recorded as [`CommissionSummary`], without lines and trace. A version 1
-    /// event (outcomes with them) decodes as version 2: the extra fields are ignored.
+    /// 2: outcomes are recorded as [`CommissionSummary`], without lines and trace. 3: the
+    /// calculation's inputs name their plan by version instead of holding its document. Events
+    /// of every earlier version decode as version 3 (the extra fields are read past; a plan
+    /// document gives its version).
     fn schema_version(&self) -> u16 {
-        2
+        3
     }
 }
 
 /// What the aggregate needs from the rest of the company, as it stood at a time. Implemented by
 /// the in-memory company model (network, catalog, plan book); pure lookups.
-pub trait CalculationContext {
+pub trait CalculationContext: PlanSource {
     fn plan_in_force(&self, at: DateTime<Utc>) -> Option<&CommissionPlan>;
     fn sku_mapping(
         &self,
@@ -273,6 +332,10 @@ pub enum OrderError {
     },
     #[error("no commission plan is in force at {at}")]
     NoPlanInForce { at: DateTime<Utc> },
+    #[error("plan {version}, which the order's calculation recorded, is not published")]
+    RecordedPlanUnknown { version: String },
+    #[error("the order's calculation recorded plan {recorded}, not {given}")]
+    NotTheRecordedPlan { recorded: String, given: String },
     #[error("line {line_id}: platform SKU {platform_sku:?} is not mapped on {platform} at {at}")]
     UnmappedSku {
         line_id: LineId,
@@ -588,12 +651,13 @@ fn commission_events(
     }
     match &state.calculation {
         Some(inputs) => {
-            let outcome = calculate_remaining(inputs, state.refunds.values())?;
+            let plan = recorded_plan(inputs, context)?;
+            let outcome = calculate_remaining(inputs, plan, state.refunds.values())?;
             Ok(recalculated(state, cause, Some(outcome.summary())))
         }
         None => {
-            let inputs = capture_inputs(details, &state.net_lines, distributor, context)?;
-            let outcome = calculate_remaining(&inputs, state.refunds.values())?;
+            let (inputs, plan) = capture_inputs(details, &state.net_lines, distributor, context)?;
+            let outcome = calculate_remaining(&inputs, plan, state.refunds.values())?;
             Ok(vec![OrderEvent::CommissionCalculated {
                 inputs: Box::new(inputs),
                 outcome: outcome.summary(),
@@ -633,19 +697,20 @@ fn recalculated(
     vec![OrderEvent::CommissionRecalculated {
         cause,
         currency: inputs.currency,
-        plan_version: inputs.plan.version.clone(),
+        plan_version: inputs.plan_version.clone(),
         outcome,
         adjustments,
     }]
 }
 
 /// Resolves the plan, the SKU mappings and the hierarchy as they stood at the order's time.
-fn capture_inputs(
+/// Returns them with the plan itself.
+fn capture_inputs<'c>(
     details: &OrderDetails,
     net_lines: &[NetLine],
     distributor: &DistributorId,
-    context: &dyn CalculationContext,
-) -> Result<CalculationInputs, OrderError> {
+    context: &'c dyn CalculationContext,
+) -> Result<(CalculationInputs, &'c CommissionPlan), OrderError> {
     let at = details.placed_at;
     let plan = context
         .plan_in_force(at)
@@ -685,15 +750,28 @@ fn capture_inputs(
             at,
             reason,
         })?;
-    Ok(CalculationInputs {
+    let inputs = CalculationInputs {
         at,
         currency: details.currency,
-        plan: plan.clone(),
+        plan_version: plan.version.clone(),
         plan_hash: plan.content_hash(),
         snapshot,
         sku_mappings,
         lines,
-    })
+    };
+    Ok((inputs, plan))
+}
+
+/// The plan `inputs` name, from `plans`.
+pub fn recorded_plan<'p, P: PlanSource + ?Sized>(
+    inputs: &CalculationInputs,
+    plans: &'p P,
+) -> Result<&'p CommissionPlan, OrderError> {
+    plans
+        .plan(&inputs.plan_version)
+        .ok_or_else(|| OrderError::RecordedPlanUnknown {
+            version: inputs.plan_version.clone(),
+        })
 }
 
 /// The whole calculation behind what the state's beneficiaries hold (lines, payouts and trace),
@@ -701,10 +779,14 @@ fn capture_inputs(
 /// auditor reads, since the events record only its [`CommissionSummary`]. `None` when nothing is
 /// held because nothing was calculated or nothing is due (not paid, cancelled). Its summary is
 /// the one the state's latest commission event recorded (the same function of the same facts).
-pub fn explained_outcome(state: &OrderState) -> Result<Option<CommissionOutcome>, OrderError> {
+pub fn explained_outcome(
+    state: &OrderState,
+    plans: &dyn PlanSource,
+) -> Result<Option<CommissionOutcome>, OrderError> {
     match &state.calculation {
         Some(inputs) if state.commissions_due() => {
-            calculate_remaining(inputs, state.refunds.values()).map(Some)
+            let plan = recorded_plan(inputs, plans)?;
+            calculate_remaining(inputs, plan, state.refunds.values()).map(Some)
         }
         _ => Ok(None),
     }
@@ -712,16 +794,24 @@ pub fn explained_outcome(state: &OrderState) -> Result<Option<CommissionOutcome>
 
 /// Commissions on what `refunds` have not given back, from the captured inputs: what the order
 /// pays once they are known (the one calculation the aggregate, the projections and replay run).
+/// `plan` is the one the inputs name ([`recorded_plan`]); another is refused.
 pub fn calculate_remaining<'a>(
     inputs: &CalculationInputs,
+    plan: &CommissionPlan,
     refunds: impl Iterator<Item = &'a Refund> + Clone,
 ) -> Result<CommissionOutcome, OrderError> {
+    if plan.version != inputs.plan_version {
+        return Err(OrderError::NotTheRecordedPlan {
+            recorded: inputs.plan_version.clone(),
+            given: plan.version.clone(),
+        });
+    }
     let lines = remaining_lines(inputs, refunds);
     Ok(engine::calculate(
         inputs.currency,
         &lines,
         &inputs.snapshot,
-        &inputs.plan,
+        plan,
     )?)
 }
 

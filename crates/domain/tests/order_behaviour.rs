@@ -100,7 +100,7 @@ fn payment_calculates_commissions_with_the_captured_inputs() {
     );
     assert_eq!(inputs.lines[0].pv, dec!(20));
     assert!(inputs.snapshot.verify());
-    assert_eq!(inputs.plan.version, "test-1");
+    assert_eq!(inputs.plan_version, "test-1");
     assert_eq!(inputs.sku_mappings.len(), 2);
     // d0: 10 % of 100 + 20 % of 50; d1: 5 % + 10 %; d2: 4 %; d3: 3 %; d4: 2 % (retail only).
     let paid: Vec<_> = outcome
@@ -512,6 +512,12 @@ fn a_refund_that_states_its_amount_takes_that_amount() {
 /// A context whose shop lets test orders earn (`test_orders = "earn"`).
 struct TestOrdersEarn(FixedContext);
 
+impl PlanSource for TestOrdersEarn {
+    fn plan(&self, version: &str) -> Option<&upline_domain::plan::CommissionPlan> {
+        self.0.plan(version)
+    }
+}
+
 impl CalculationContext for TestOrdersEarn {
     fn plan_in_force(
         &self,
@@ -632,7 +638,7 @@ fn the_recorded_outcome_leaves_out_lines_and_trace_which_recompute_from_the_inpu
         assert!(body["outcome"].get("lines").is_none(), "{body}");
         assert!(body["outcome"].get("trace").is_none(), "{body}");
         // and the calculation behind it recomputes from the recorded inputs, to the cent.
-        let full = explained_outcome(&state)
+        let full = explained_outcome(&state, &FixedContext::gold_line())
             .unwrap()
             .expect("a paid order has a calculation");
         assert_eq!(full.summary(), recorded);
@@ -648,7 +654,10 @@ fn the_recorded_outcome_leaves_out_lines_and_trace_which_recompute_from_the_inpu
 #[test]
 fn nothing_is_explained_where_nothing_is_held() {
     let unpaid = given(&history(vec![PLACED()]));
-    assert_eq!(explained_outcome(&unpaid).unwrap(), None);
+    assert_eq!(
+        explained_outcome(&unpaid, &FixedContext::gold_line()).unwrap(),
+        None
+    );
     let cancelled = given(&history(vec![
         PLACED(),
         PAID(),
@@ -657,26 +666,63 @@ fn nothing_is_explained_where_nothing_is_held() {
         },
     ]));
     assert!(cancelled.calculation.is_some());
-    assert_eq!(explained_outcome(&cancelled).unwrap(), None);
+    assert_eq!(
+        explained_outcome(&cancelled, &FixedContext::gold_line()).unwrap(),
+        None
+    );
 }
 
 #[test]
-fn a_calculation_recorded_with_lines_and_trace_still_decodes() {
+fn a_calculation_recorded_with_lines_trace_and_plan_still_decodes() {
     // Given a CommissionCalculated as schema version 1 recorded it, the whole outcome included,
     let events = history(vec![PLACED(), PAID()]);
     let calculated = events
         .iter()
         .find(|e| matches!(e, OrderEvent::CommissionCalculated { .. }))
         .expect("a calculation");
-    let full = explained_outcome(&given(&events)).unwrap().unwrap();
+    let context = FixedContext::gold_line();
+    let full = explained_outcome(&given(&events), &context)
+        .unwrap()
+        .unwrap();
     let mut body = stored_body(calculated);
     body["outcome"] = serde_json::to_value(&full).unwrap();
+    // (and, as versions 1 and 2 did, the plan document itself in the inputs)
+    let inputs = body["inputs"].as_object_mut().unwrap();
+    inputs.remove("plan_version");
+    inputs.insert("plan".into(), serde_json::to_value(&context.plan).unwrap());
     assert!(body["outcome"]["lines"]
         .as_array()
         .is_some_and(|l| !l.is_empty()));
-    // when it is read back, then it is the event version 2 records.
+    // when it is read back, then it is the event version 3 records: the plan named by version.
     let back: OrderEvent =
         upline_domain::events::decode("CommissionCalculated", &serde_json::to_vec(&body).unwrap())
             .expect("a version 1 event reads back");
     assert_eq!(&back, calculated);
+}
+
+#[test]
+fn a_calculation_names_its_plan_and_recalculates_with_the_one_published_under_that_name() {
+    // Given an order calculated under plan test-1,
+    let events = history(vec![PLACED(), PAID()]);
+    let calculated = events
+        .iter()
+        .find(|e| matches!(e, OrderEvent::CommissionCalculated { .. }))
+        .expect("a calculation");
+    // the event names the plan (its document is recorded once, when published),
+    let body = stored_body(calculated);
+    assert_eq!(body["inputs"]["plan_version"], "test-1");
+    assert!(body["inputs"].get("plan").is_none(), "{body}");
+    // when a refund comes and the company no longer publishes that version,
+    let mut unpublished = FixedContext::gold_line();
+    unpublished.plan.version = "test-2".into();
+    let refund = OrderCommand::RecordRefund(refund("r1", &[("l1", dec!(1))]));
+    let refused = decide(&given(&events), &key(), &refund, &unpublished).unwrap_err();
+    // then the recalculation is refused naming the plan, not computed under another one.
+    assert_eq!(
+        refused,
+        OrderError::RecordedPlanUnknown {
+            version: "test-1".into()
+        }
+    );
+    assert!(when(&given(&events), refund).is_ok());
 }

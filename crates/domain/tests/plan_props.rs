@@ -21,14 +21,17 @@ use upline_domain::plan::CommissionPlan;
 
 /// The first calculation's inputs and its whole outcome, recomputed from them as GetOrder and
 /// `plan explain` do (the event records the payouts, which the recomputation must give again).
-fn first_calculation(events: &[OrderEvent]) -> Option<(&CalculationInputs, CommissionOutcome)> {
+fn first_calculation<'e>(
+    events: &'e [OrderEvent],
+    plans: &dyn PlanSource,
+) -> Option<(&'e CalculationInputs, CommissionOutcome)> {
     let mut state = OrderState::default();
     events.iter().find_map(|e| {
         evolve(&mut state, e);
         let OrderEvent::CommissionCalculated { inputs, outcome } = e else {
             return None;
         };
-        let full = explained_outcome(&state).ok().flatten()?;
+        let full = explained_outcome(&state, plans).ok().flatten()?;
         (&full.summary() == outcome).then_some((inputs.as_ref(), full))
     })
 }
@@ -90,9 +93,9 @@ fn explains(
 fn trace_explains_each_member(
     document: &PlanDocument,
     inputs: &CalculationInputs,
+    plan: &CommissionPlan,
     outcome: &CommissionOutcome,
 ) -> Result<(), TestCaseError> {
-    let plan = &inputs.plan;
     let recorded: Vec<_> = inputs
         .snapshot
         .members
@@ -167,8 +170,10 @@ proptest! {
             }
             events.extend(decided);
         }
-        let (inputs, outcome) = first_calculation(&events)
+        let (inputs, outcome) = first_calculation(&events, &company)
             .ok_or_else(|| TestCaseError::fail("paid, but no calculation that recomputes"))?;
-        trace_explains_each_member(&document, inputs, &outcome)?;
+        let plan = recorded_plan(inputs, &company)
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        trace_explains_each_member(&document, inputs, plan, &outcome)?;
     }
 }

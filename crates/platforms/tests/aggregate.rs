@@ -12,7 +12,7 @@ use upline_domain::catalog::SkuMapping;
 use upline_domain::ids::{DistributorId, Platform};
 use upline_domain::order::{
     decide, evolve, CalculationContext, OrderCommand, OrderDetails, OrderEvent, OrderState,
-    RefundScope,
+    PlanSource, RefundScope,
 };
 use upline_domain::plan::CommissionPlan;
 use upline_domain::snapshot::{HierarchySnapshot, SnapshotRequest};
@@ -20,6 +20,12 @@ use upline_platforms::interpret;
 use upline_platforms::model::{OrderFact, OrderUpdate};
 
 struct NoCompany;
+
+impl PlanSource for NoCompany {
+    fn plan(&self, _: &str) -> Option<&CommissionPlan> {
+        None
+    }
+}
 
 impl CalculationContext for NoCompany {
     fn plan_in_force(&self, _: DateTime<Utc>) -> Option<&CommissionPlan> {

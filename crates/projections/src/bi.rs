@@ -81,10 +81,12 @@ use upline_domain::net::NetLine;
 use upline_domain::order::{
     self, CalculationInputs, OrderDetails, OrderEvent, Refund, RefundScope,
 };
+use upline_domain::plan::CommissionPlan;
 use upline_store::{EventStore, RecordedEvent};
 
 use crate::error::ProjectionError;
 use crate::projection::Projection;
+use crate::shared::recorded::PublishedPlans;
 use crate::shared::{
     self, add, add_change, books, day_of, e6_rounded, month_of, placeholders, recorded, Aggregate,
     Contributions, Key, ROWS_PER_STATEMENT,
@@ -114,12 +116,16 @@ pub const DEFAULT_PAGE: u32 = 100;
 #[derive(Clone)]
 pub struct BiProjection {
     history: Arc<dyn EventStore>,
+    plans: Arc<PublishedPlans>,
 }
 
 impl BiProjection {
     /// The projection of the events in `history`.
     pub fn new(history: Arc<dyn EventStore>) -> BiProjection {
-        BiProjection { history }
+        BiProjection {
+            plans: Arc::new(PublishedPlans::new(history.clone())),
+            history,
+        }
     }
 }
 
@@ -644,7 +650,8 @@ impl Projection for BiProjection {
             let position = position_to_sql(event.position)?;
             let stream = event.stream_id.as_str();
             let (order_stream, fact) = if stream.starts_with(SKU_PREFIX) {
-                fold_orders(&*self.history, tx, generation, std::mem::take(&mut facts)).await?;
+                let facts = std::mem::take(&mut facts);
+                fold_orders(&*self.history, &self.plans, tx, generation, facts).await?;
                 apply_mapping(tx, generation, event, position).await?;
                 continue;
             } else if stream.starts_with(ORDER_PREFIX) {
@@ -663,7 +670,7 @@ impl Projection for BiProjection {
             };
             facts.push((order_stream, (position, event.recorded_at, fact)));
         }
-        fold_orders(&*self.history, tx, generation, facts).await
+        fold_orders(&*self.history, &self.plans, tx, generation, facts).await
     }
 }
 
@@ -674,6 +681,7 @@ type Learnt = books::Dated<Fact>;
 /// rows and the aggregates' changes.
 async fn fold_orders(
     history: &dyn EventStore,
+    plans: &PublishedPlans,
     tx: &mut Tx<'_>,
     generation: u32,
     facts: Vec<(String, Learnt)>,
@@ -715,9 +723,14 @@ async fn fold_orders(
         if book.calculated && book.inputs.is_none() && facts.iter().any(needs_lines) {
             book.inputs = Some(recorded::calculation_inputs(history, NAME, &stream).await?);
         }
+        // The calculation's plan, when a commission event's lines are recomputed.
+        let plan = match book.inputs.as_ref().or_else(|| calculated_in(&facts)) {
+            Some(inputs) if facts.iter().any(takes_lines) => Some(plans.of(NAME, inputs).await?),
+            _ => None,
+        };
         for (_, recorded_at, fact) in facts {
             match fact {
-                Fact::Order(e) => learn_order(&mappings, &mut book, *e)?,
+                Fact::Order(e) => learn_order(&mappings, plan.as_deref(), &mut book, *e)?,
                 Fact::Parking(e) => learn_parking(&mut book, *e),
             }
             book.last_recorded_at = Some(recorded_at);
@@ -958,8 +971,10 @@ impl KnownMappings {
     }
 }
 
+/// `plan` is the calculation's, looked up when `event` is one whose lines are recomputed.
 fn learn_order(
     mappings: &KnownMappings,
+    plan: Option<&CommissionPlan>,
     book: &mut OrderBook,
     event: OrderEvent,
 ) -> Result<(), ProjectionError> {
@@ -1008,7 +1023,7 @@ fn learn_order(
                     }
                 })
                 .collect();
-            let explained = recomputed(&inputs, &book.refunds)?;
+            let explained = recomputed(&inputs, plan, &book.refunds)?;
             book.group = explained
                 .trace
                 .iter()
@@ -1024,7 +1039,7 @@ fn learn_order(
         } => {
             book.outcome = Some(match (outcome, &book.inputs) {
                 (Some(o), Some(inputs)) => {
-                    Outcome::of(&o, &recomputed(inputs, &book.refunds)?.lines)
+                    Outcome::of(&o, &recomputed(inputs, plan, &book.refunds)?.lines)
                 }
                 // A recalculation without a calculation recorded before it in the order's stream:
                 // nothing to take lines from.
@@ -1047,13 +1062,35 @@ fn needs_lines(fact: &Learnt) -> bool {
     )
 }
 
+/// Whether folding `fact` recomputes the calculation's lines: the calculation, or a
+/// recalculation that pays.
+fn takes_lines(fact: &Learnt) -> bool {
+    needs_lines(fact)
+        || matches!(&fact.2, Fact::Order(e) if matches!(**e, OrderEvent::CommissionCalculated { .. }))
+}
+
+/// The inputs of a calculation among `facts`.
+fn calculated_in(facts: &[Learnt]) -> Option<&CalculationInputs> {
+    facts.iter().find_map(|(_, _, fact)| match fact {
+        Fact::Order(e) => match e.as_ref() {
+            OrderEvent::CommissionCalculated { inputs, .. } => Some(inputs.as_ref()),
+            _ => None,
+        },
+        Fact::Parking(_) => None,
+    })
+}
+
 /// The whole calculation on what `refunds` left, from the recorded inputs. Inputs that no longer
 /// calculate were recorded by a calculation that did: the event is held, with the reason.
 fn recomputed(
     inputs: &CalculationInputs,
+    plan: Option<&CommissionPlan>,
     refunds: &BTreeMap<RefundId, Refund>,
 ) -> Result<CommissionOutcome, ProjectionError> {
-    order::calculate_remaining(inputs, refunds.values())
+    let plan = plan.ok_or_else(|| {
+        ProjectionError::Uncalculable(format!("plan {} not looked up", inputs.plan_version))
+    })?;
+    order::calculate_remaining(inputs, plan, refunds.values())
         .map_err(|e| ProjectionError::Uncalculable(e.to_string()))
 }
 

@@ -102,10 +102,12 @@ use upline_domain::engine::CommissionSummary;
 use upline_domain::ids::RefundId;
 use upline_domain::net::NetLine;
 use upline_domain::order::{self, CalculationInputs, OrderDetails, OrderEvent, Refund};
+use upline_domain::plan::CommissionPlan;
 use upline_store::{EventStore, RecordedEvent};
 
 use crate::error::ProjectionError;
 use crate::projection::Projection;
+use crate::shared::recorded::PublishedPlans;
 use crate::shared::{
     self, add, add_change, books, day_of, e6_rounded, recorded, Aggregate, Contributions, Key,
 };
@@ -127,17 +129,33 @@ pub const MAX_PAGE: u32 = 1_000;
 pub const DEFAULT_PAGE: u32 = 100;
 
 /// The reconciliation projection. It reads an order's recorded calculation inputs back from
-/// `history` when a fact after the calculation needs them (see `calculation_currency`).
+/// `history` when a fact after the calculation needs them (see `calculation_currency`), and the
+/// plans they name.
 #[derive(Clone)]
 pub struct ReconciliationProjection {
     history: Arc<dyn EventStore>,
+    plans: Arc<PublishedPlans>,
 }
 
 impl ReconciliationProjection {
     /// The projection of the events in `history`.
     pub fn new(history: Arc<dyn EventStore>) -> ReconciliationProjection {
-        ReconciliationProjection { history }
+        ReconciliationProjection {
+            plans: Arc::new(PublishedPlans::new(history.clone())),
+            history,
+        }
     }
+}
+
+/// The inputs of a calculation among `facts`.
+fn calculated_in(facts: &[books::Dated<Fact>]) -> Option<&CalculationInputs> {
+    facts.iter().find_map(|(_, _, fact)| match fact {
+        Fact::Order(e) => match e.as_ref() {
+            OrderEvent::CommissionCalculated { inputs, .. } => Some(inputs.as_ref()),
+            _ => None,
+        },
+        _ => None,
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -204,15 +222,27 @@ impl OrderBook {
         self
     }
 
-    /// What each beneficiary should hold, recomputed from the recorded inputs.
-    fn recompute(&mut self) {
+    /// What each beneficiary should hold, recomputed from the recorded inputs with their plan
+    /// (looked up by the caller: `None` when it was not, the reason when it cannot be had).
+    fn recompute(&mut self, plan: Option<&Result<Arc<CommissionPlan>, String>>) {
         self.expected.clear();
         self.expected_error = None;
         let Some(inputs) = &self.inputs else { return };
         if !self.due() {
             return;
         }
-        match order::calculate_remaining(inputs, self.refunds.values()) {
+        let plan = match plan {
+            Some(Ok(plan)) => plan,
+            Some(Err(reason)) => {
+                self.expected_error = Some(reason.clone());
+                return;
+            }
+            None => {
+                self.expected_error = Some(format!("plan {} not looked up", inputs.plan_version));
+                return;
+            }
+        };
+        match order::calculate_remaining(inputs, plan, self.refunds.values()) {
             Ok(outcome) => {
                 self.expected = outcome
                     .payouts
@@ -681,6 +711,17 @@ impl Projection for ReconciliationProjection {
                 book.inputs =
                     Some(recorded::calculation_inputs(&*self.history, NAME, &stream).await?);
             }
+            // The calculation's plan, when the order's facts change: a plan that cannot be had
+            // is a difference of the order (like a recomputation that fails), a store that
+            // cannot answer now is retried.
+            let plan = match book.inputs.as_ref().or_else(|| calculated_in(&facts)) {
+                Some(inputs) if order_facts => Some(match self.plans.of(NAME, inputs).await {
+                    Ok(plan) => Ok(plan),
+                    Err(e) if e.is_transient() => return Err(e),
+                    Err(e) => Err(e.to_string()),
+                }),
+                _ => None,
+            };
             // What each beneficiary should hold follows from the order's own facts only: a
             // posting (most of the events read here) changes what was posted, never what is
             // expected, so the engine runs again only when the order's facts changed, and once
@@ -690,7 +731,7 @@ impl Projection for ReconciliationProjection {
                 expected_changed |= learn(&mut book, fact) == Changes::Expected;
             }
             if expected_changed {
-                book.recompute();
+                book.recompute(plan.as_ref());
             }
             let derived = Derived::of(&stream, &book);
             add_change(

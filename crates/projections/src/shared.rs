@@ -364,11 +364,104 @@ pub mod books {
 
 /// What a projection reads back from the event store instead of keeping it in its state.
 pub mod recorded {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+
     use upline_app::orders::MAX_ORDER_EVENTS;
+    use upline_app::records::PlanEvent;
+    use upline_app::streams;
     use upline_domain::order::{CalculationInputs, OrderEvent};
+    use upline_domain::plan::CommissionPlan;
     use upline_store::{Direction, EventStore, StreamStart};
 
     use crate::error::ProjectionError;
+
+    /// Published plans by version, each read from its `plan-{version}` stream the first time a
+    /// calculation names it, then kept with its content hash: a published version never
+    /// changes, and a company publishes a handful.
+    pub struct PublishedPlans {
+        history: Arc<dyn EventStore>,
+        known: Mutex<HashMap<String, (Arc<CommissionPlan>, String)>>,
+    }
+
+    impl PublishedPlans {
+        pub fn new(history: Arc<dyn EventStore>) -> PublishedPlans {
+            PublishedPlans {
+                history,
+                known: Mutex::new(HashMap::new()),
+            }
+        }
+
+        /// The plan `inputs` name, checked against the content hash they recorded.
+        /// `projection` names it in errors: a plan that is not published, or whose content
+        /// differs from what the calculation used, is permanent (the event is held).
+        pub async fn of(
+            &self,
+            projection: &str,
+            inputs: &CalculationInputs,
+        ) -> Result<Arc<CommissionPlan>, ProjectionError> {
+            let version = inputs.plan_version.as_str();
+            let (plan, hash) = match self.cached(version) {
+                Some(known) => known,
+                None => {
+                    let loaded = self.load(projection, version).await?;
+                    self.lock().insert(version.to_string(), loaded.clone());
+                    loaded
+                }
+            };
+            if hash != inputs.plan_hash {
+                return Err(ProjectionError::Uncalculable(format!(
+                    "plan {version} as published has content hash {hash}, the calculation \
+                     recorded {}",
+                    inputs.plan_hash
+                )));
+            }
+            Ok(plan)
+        }
+
+        fn lock(
+            &self,
+        ) -> std::sync::MutexGuard<'_, HashMap<String, (Arc<CommissionPlan>, String)>> {
+            // A panic elsewhere cannot leave the map half-written: inserts are single calls.
+            self.known
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+        }
+
+        fn cached(&self, version: &str) -> Option<(Arc<CommissionPlan>, String)> {
+            self.lock().get(version).cloned()
+        }
+
+        async fn load(
+            &self,
+            projection: &str,
+            version: &str,
+        ) -> Result<(Arc<CommissionPlan>, String), ProjectionError> {
+            let stream = streams::plan(version);
+            let events = self
+                .history
+                .read_stream(&stream, Direction::Forwards, StreamStart::Start, 1)
+                .await?;
+            let Some(recorded) = events.first() else {
+                return Err(ProjectionError::Uncalculable(format!(
+                    "plan {version}, named by a calculation, is not published ({stream} is empty)"
+                )));
+            };
+            match upline_domain::events::decode::<PlanEvent>(&recorded.event_type, &recorded.data) {
+                Ok(PlanEvent::PlanPublished { plan, .. }) => {
+                    let hash = plan.content_hash();
+                    Ok((Arc::new(plan), hash))
+                }
+                Err(e) => Err(ProjectionError::InvalidEvent {
+                    projection: projection.to_string(),
+                    position: recorded.position,
+                    stream: recorded.stream_id.clone(),
+                    event_type: recorded.event_type.clone(),
+                    reason: e.to_string(),
+                }),
+            }
+        }
+    }
 
     /// The event type of an order's first calculation, which holds its inputs.
     const CALCULATED: &str = "CommissionCalculated";

@@ -10,7 +10,7 @@ use upline_domain::catalog::SkuMapping;
 use upline_domain::ids::*;
 use upline_domain::money::{Amount, Currency};
 use upline_domain::net::OrderLine;
-use upline_domain::order::{CalculationContext, OrderDetails, OrderKey};
+use upline_domain::order::{CalculationContext, OrderDetails, OrderKey, PlanSource};
 use upline_domain::plan::{ClassRates, CommissionPlan, RankRung};
 use upline_domain::snapshot::{
     DistributorStatus, HierarchySnapshot, SnapshotMember, SnapshotRequest,
@@ -140,6 +140,12 @@ impl FixedContext {
                 .map(|i| member(&format!("d{i}"), i, DistributorStatus::Active, "gold"))
                 .collect(),
         )
+    }
+}
+
+impl PlanSource for FixedContext {
+    fn plan(&self, version: &str) -> Option<&CommissionPlan> {
+        (self.plan.version == version).then_some(&self.plan)
     }
 }
 
