@@ -39,10 +39,11 @@
 //!
 //! **`bi_commissions_monthly`**: key `(month, currency, level, commission_class)`; from the
 //! commission lines of current outcomes (lines on a fully refunded base left out; the events
-//! record no lines, so they are recomputed from the recorded inputs, which `bi_state` keeps for
-//! a later refund): `lines`, `base_e6`, `amount_e6` (exact `base × rate`
-//! before each beneficiary's rounding and the cap, so its sum can differ from the payouts by the
-//! rounding and what the cap cut), `beneficiaries` (distinct beneficiaries per order, summed).
+//! record no lines, so they are recomputed from the recorded inputs and their plan, read back
+//! from the order's and the plan's streams for a later refund): `lines`, `base_e6`, `amount_e6`
+//! (exact `base × rate` before each beneficiary's rounding and the cap, so its sum can differ
+//! from the payouts by the rounding and what the cap cut), `beneficiaries` (distinct
+//! beneficiaries per order, summed).
 //!
 //! **`bi_orders`**: one row per order, key `order_stream`: `platform`, `shop`, `order_id`,
 //! `day`, `placed_at`, `currency`, `distributor_id`, `status` (`pending`: facts before the

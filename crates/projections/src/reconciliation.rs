@@ -10,8 +10,9 @@
 //!
 //! * **expected**: recomputed here with `upline_domain::order::calculate_remaining` (the engine
 //!   on the lines not refunded by the refunds known so far) from the *recorded* inputs of the
-//!   order's `CommissionCalculated` (lines, snapshot, plan, currency); zero unless the order is
-//!   known, paid and not cancelled;
+//!   order's `CommissionCalculated` (lines, snapshot, currency, and the plan they name by
+//!   version, read from its `plan-{version}` stream and checked against the recorded content
+//!   hash); zero unless the order is known, paid and not cancelled;
 //! * **recorded**: the payouts of the latest recorded outcome (`CommissionCalculated` or
 //!   `CommissionRecalculated`);
 //! * **posted**: the sum of `CommissionEarned` less `CommissionReversed` posted for the order.
