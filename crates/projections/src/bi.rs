@@ -561,9 +561,6 @@ impl Projection for BiProjection {
                 bigints(DISTRIBUTOR_VALUES)
             ),
             format!(
-                "CREATE INDEX {distributors}_distributor ON {distributors} (distributor_id, month)"
-            ),
-            format!(
                 "CREATE TABLE {commissions} (month TEXT NOT NULL, currency TEXT NOT NULL, \
                  level BIGINT NOT NULL, commission_class TEXT NOT NULL, {}, \
                  PRIMARY KEY (month, currency, level, commission_class))",
@@ -598,10 +595,6 @@ impl Projection for BiProjection {
                     updated_at     TEXT NOT NULL
                 )"
             ),
-            format!("CREATE INDEX {orders}_day ON {orders} (day, order_stream)"),
-            format!(
-                "CREATE INDEX {orders}_distributor ON {orders} (distributor_id, day, order_stream)"
-            ),
             format!(
                 "CREATE TABLE {mappings} (
                     platform         TEXT NOT NULL,
@@ -626,6 +619,20 @@ impl Projection for BiProjection {
             ),
         ];
         execute_all(tx, &statements).await
+    }
+
+    fn query_indexes(&self, generation: u32) -> Vec<String> {
+        let distributors = table(DISTRIBUTORS, generation);
+        let orders = table(ORDERS, generation);
+        vec![
+            format!(
+                "CREATE INDEX {distributors}_distributor ON {distributors} (distributor_id, month)"
+            ),
+            format!("CREATE INDEX {orders}_day ON {orders} (day, order_stream)"),
+            format!(
+                "CREATE INDEX {orders}_distributor ON {orders} (distributor_id, day, order_stream)"
+            ),
+        ]
     }
 
     async fn apply(

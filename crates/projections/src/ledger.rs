@@ -120,8 +120,6 @@ impl Projection for LedgerProjection {
                     CHECK (kind IN ('earned', 'reversed'))
                 )"
             ),
-            format!("CREATE INDEX {entries}_account ON {entries} (account, entry_id)"),
-            format!("CREATE INDEX {entries}_distributor ON {entries} (distributor_id, entry_id)"),
             format!(
                 "CREATE TABLE {balances} (
                     distributor_id TEXT   NOT NULL,
@@ -136,9 +134,18 @@ impl Projection for LedgerProjection {
                     PRIMARY KEY (distributor_id, currency)
                 )"
             ),
-            format!("CREATE INDEX {balances}_balance ON {balances} (balance_e6)"),
         ];
         crate::sql::execute_all(tx, &statements).await
+    }
+
+    fn query_indexes(&self, generation: u32) -> Vec<String> {
+        let entries = table(ENTRIES, generation);
+        let balances = table(BALANCES, generation);
+        vec![
+            format!("CREATE INDEX {entries}_account ON {entries} (account, entry_id)"),
+            format!("CREATE INDEX {entries}_distributor ON {entries} (distributor_id, entry_id)"),
+            format!("CREATE INDEX {balances}_balance ON {balances} (balance_e6)"),
+        ]
     }
 
     async fn apply(

@@ -619,7 +619,6 @@ impl Projection for ReconciliationProjection {
                     last_position  BIGINT NOT NULL
                 )"
             ),
-            format!("CREATE INDEX {orders}_day ON {orders} (day, platform, shop)"),
             format!(
                 "CREATE TABLE {differences} (
                     order_stream TEXT NOT NULL,
@@ -636,7 +635,6 @@ impl Projection for ReconciliationProjection {
                     PRIMARY KEY (order_stream, kind, subject)
                 )"
             ),
-            format!("CREATE INDEX {differences}_day ON {differences} (day, platform, shop)"),
             format!(
                 "CREATE TABLE {state} (
                     order_stream  TEXT NOT NULL PRIMARY KEY,
@@ -646,6 +644,15 @@ impl Projection for ReconciliationProjection {
             ),
         ];
         execute_all(tx, &statements).await
+    }
+
+    fn query_indexes(&self, generation: u32) -> Vec<String> {
+        let orders = table(ORDERS, generation);
+        let differences = table(DIFFERENCES, generation);
+        vec![
+            format!("CREATE INDEX {orders}_day ON {orders} (day, platform, shop)"),
+            format!("CREATE INDEX {differences}_day ON {differences} (day, platform, shop)"),
+        ]
     }
 
     async fn apply(

@@ -29,6 +29,25 @@ async fn rebuilding_generation(read: &ReadStore) -> Option<i64> {
         .unwrap()
 }
 
+/// The names of `table`'s own indexes (not its primary key's), on either read store.
+async fn indexes_of(read: &ReadStore, label: &str, table: &str) -> Vec<String> {
+    let sql = if label == "sqlite" {
+        "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = $1 \
+         AND sql IS NOT NULL ORDER BY name"
+    } else {
+        "SELECT CAST(indexname AS TEXT) AS name FROM pg_indexes WHERE schemaname = current_schema() \
+         AND tablename = CAST($1 AS NAME) AND indexname NOT LIKE '%_pkey' ORDER BY indexname"
+    };
+    sqlx::query(sql)
+        .bind(table)
+        .fetch_all(read.pool())
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.try_get("name").unwrap())
+        .collect()
+}
+
 /// Waits until the ledger has caught up with the store (or panics after 15 s).
 async fn wait_caught_up(runner: &ProjectionRunner) {
     for _ in 0..300 {
@@ -136,6 +155,12 @@ async fn a_rebuild_swaps_in_identical_rows_while_queries_keep_answering() {
         runner.catch_up().await.unwrap();
         let before = dump(&read).await;
         let expected = expected_balances(&all);
+        let label = target.label;
+        assert_eq!(
+            indexes_of(&read, label, "ledger_entries_g1").await,
+            ["ledger_entries_g1_account", "ledger_entries_g1_distributor"],
+            "{label}: a fresh generation has the query indexes"
+        );
 
         // Queries run all along the rebuild, and must always see complete books.
         let done = Arc::new(AtomicBool::new(false));
@@ -208,6 +233,17 @@ async fn a_rebuild_swaps_in_identical_rows_while_queries_keep_answering() {
         assert_eq!(
             count(&read, "ledger_entries_g2").await,
             all.len() as i64 * 2
+        );
+        // The indexes only queries read are built after the rows, before the swap.
+        assert_eq!(
+            indexes_of(&read, label, "ledger_entries_g2").await,
+            ["ledger_entries_g2_account", "ledger_entries_g2_distributor"],
+            "{label}"
+        );
+        assert_eq!(
+            indexes_of(&read, label, "ledger_balances_g2").await,
+            ["ledger_balances_g2_balance"],
+            "{label}"
         );
 
         // The new generation goes on from its checkpoint.
@@ -346,6 +382,9 @@ impl upline_projections::Projection for RefusingLedger {
         generation: u32,
     ) -> Result<(), ProjectionError> {
         LedgerProjection.create_tables(tx, generation).await
+    }
+    fn query_indexes(&self, generation: u32) -> Vec<String> {
+        LedgerProjection.query_indexes(generation)
     }
     async fn apply(
         &self,
