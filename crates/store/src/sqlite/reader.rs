@@ -208,10 +208,14 @@ fn query(
 ///
 /// A prefix that contains a `-` names its category (`"order-"`, or
 /// `"distributor-3"` within `distributor`), so its rows are read through the
-/// (category, position) index: each prefix reads at most `count` rows in
-/// position order, and the union of them is cut to the first `count`. Cost:
-/// what is returned, never the events in between. A prefix without a `-`
-/// (`"ord"`) could span categories and is compared row by row.
+/// (category, position) index: each prefix reads at most `count` positions
+/// in position order, the union of them is cut to the first `count`, and only
+/// then are those rows read, by position. Cost: what is returned, never the
+/// events in between. (Unioning whole rows read up to `count` rows per prefix
+/// and sorted them all, payloads included: a sort that spilled to a temporary
+/// file, 80 ms for a page of 10,000 of three categories where positions first
+/// take 10 ms.) A prefix without a `-` (`"ord"`) could span categories and is
+/// compared row by row.
 fn read_all_sql(prefixes: &[String]) -> String {
     if prefixes.is_empty() {
         return format!(
@@ -235,13 +239,13 @@ fn read_all_sql(prefixes: &[String]) -> String {
                 format!("?{c} IS NOT NULL AND {name}")
             };
             format!(
-                "SELECT {COLUMNS} FROM (SELECT {COLUMNS} FROM events \
+                "SELECT position FROM (SELECT position FROM events \
                  WHERE {condition} AND position > ?1 ORDER BY position LIMIT ?2)"
             )
         })
         .collect();
-    // Distinct whole categories cannot share an event: UNION ALL, no dedup of
-    // whole rows. Otherwise (a prefix inside a category, or one without a
+    // Distinct whole categories cannot share an event: UNION ALL, no dedup.
+    // Otherwise (a prefix inside a category, or one without a
     // `-`) prefixes may overlap, and UNION returns an event once.
     let mut categories: Vec<&str> = prefixes
         .iter()
@@ -255,7 +259,11 @@ fn read_all_sql(prefixes: &[String]) -> String {
     } else {
         " UNION "
     };
-    format!("{} ORDER BY position LIMIT ?2", parts.join(union))
+    format!(
+        "SELECT {COLUMNS} FROM events WHERE position IN \
+         ({} ORDER BY position LIMIT ?2) ORDER BY position",
+        parts.join(union)
+    )
 }
 
 /// `"order-"`: exactly one category, every stream of it.
@@ -289,4 +297,65 @@ fn decode(row: &Row<'_>) -> Result<RecordedEvent, StoreError> {
         metadata: metadata.map(String::into_bytes).unwrap_or_default(),
         recorded_at,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::read_all_sql;
+
+    /// The plan SQLite makes of `sql` with `parameters` on a fresh store's schema, one line per
+    /// step.
+    fn plan(sql: &str, parameters: Vec<rusqlite::types::Value>) -> Vec<String> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("events.sqlite");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime
+            .block_on(crate::SqliteEventStore::open(&path))
+            .expect("open store");
+        let conn = rusqlite::Connection::open(&path).expect("connection");
+        let mut statement = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .expect("plan");
+        let rows = statement
+            .query_map(rusqlite::params_from_iter(parameters), |row| {
+                row.get::<_, String>(3)
+            })
+            .expect("plan rows");
+        rows.map(|r| r.expect("plan row")).collect()
+    }
+
+    /// Given several whole categories, the read takes positions from the (category, position)
+    /// index and reads only the rows it returns, by position: no scan of the table, and no sort
+    /// of whole rows (only the positions are sorted, to merge the categories).
+    #[test]
+    fn a_read_of_categories_sorts_positions_not_rows() {
+        let prefixes = ["order-", "parked-", "commissions-"].map(String::from);
+        let mut parameters: Vec<rusqlite::types::Value> = vec![0.into(), 10_000.into()];
+        for prefix in &prefixes {
+            parameters.push(prefix.clone().into());
+            parameters.push(crate::types::stream_category(prefix).to_owned().into());
+        }
+        let steps = plan(&read_all_sql(&prefixes), parameters);
+        assert!(
+            steps
+                .iter()
+                .any(|s| s.contains("USING INTEGER PRIMARY KEY (rowid=?)")),
+            "{steps:#?}"
+        );
+        assert_eq!(
+            steps
+                .iter()
+                .filter(|s| s.contains("USING COVERING INDEX events_category_position"))
+                .count(),
+            3,
+            "{steps:#?}"
+        );
+        assert!(
+            !steps.iter().any(|s| s.starts_with("SCAN events")),
+            "{steps:#?}"
+        );
+    }
 }
