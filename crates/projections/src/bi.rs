@@ -89,8 +89,8 @@ use crate::error::ProjectionError;
 use crate::projection::Projection;
 use crate::shared::recorded::PublishedPlans;
 use crate::shared::{
-    self, add, add_change, books, day_of, e6_rounded, month_of, placeholders, recorded, Aggregate,
-    Contributions, Key, ROWS_PER_STATEMENT,
+    self, add, add_change, books, day_of, e6_rounded, insert_rows, month_of, placeholders,
+    recorded, replacing, Aggregate, Cell, Contributions, Key, ROWS_PER_STATEMENT,
 };
 use crate::sql::{
     day_from_sql, day_to_sql, e6_column, execute_all, position_to_sql, table, time_from_sql,
@@ -705,6 +705,7 @@ async fn fold_orders(
         books::load(tx, NAME, &state_table, &streams).await?;
     let mut changes = Parts::default();
     let mut saved = Vec::with_capacity(orders.len());
+    let mut order_rows = Vec::with_capacity(orders.len());
     for (stream, facts) in orders {
         let Some(&(_, first_at, _)) = facts.first() else {
             continue;
@@ -751,9 +752,18 @@ async fn fold_orders(
             &new.distributors,
         )?;
         add_change(&mut changes.commissions, &old.commissions, &new.commissions)?;
-        write_order(tx, generation, &stream, &book, last).await?;
+        order_rows.push(order_row(&stream, &book, last)?);
         saved.push((stream, book, last));
     }
+    let orders_table = table(ORDERS, generation);
+    insert_rows(
+        tx,
+        &orders_table,
+        ORDER_COLUMNS,
+        &replacing(ORDER_COLUMNS),
+        &order_rows,
+    )
+    .await?;
     books::save(tx, NAME, &state_table, &saved).await?;
     let (sales, distributors, commissions) = (
         table(SALES, generation),
@@ -1102,28 +1112,8 @@ fn recomputed(
         .map_err(|e| ProjectionError::Uncalculable(e.to_string()))
 }
 
-async fn write_order(
-    tx: &mut Tx<'_>,
-    generation: u32,
-    stream: &str,
-    book: &OrderBook,
-    position: i64,
-) -> Result<(), ProjectionError> {
-    let orders = table(ORDERS, generation);
-    let placeholders = (1..=ORDER_COLUMNS.len())
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let updates = ORDER_COLUMNS[1..]
-        .iter()
-        .map(|c| format!("{c} = excluded.{c}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let sql = format!(
-        "INSERT INTO {orders} ({}) VALUES ({placeholders}) \
-         ON CONFLICT (order_stream) DO UPDATE SET {updates}",
-        ORDER_COLUMNS.join(", ")
-    );
+/// The `bi_orders` row of an order ([`ORDER_COLUMNS`]).
+fn order_row(stream: &str, book: &OrderBook, position: i64) -> Result<Vec<Cell>, ProjectionError> {
     let details = book.details.as_ref();
     let sum = |f: fn(&NetLine) -> Decimal| -> Decimal { book.net_lines.iter().map(f).sum() };
     let (gross, discounts, net) = if details.is_some() {
@@ -1160,39 +1150,37 @@ async fn write_order(
         .clone()
         .or_else(|| shared::platform_of_stream(stream))
         .unwrap_or_default();
-    sqlx::query(&sql)
-        .bind(stream)
-        .bind(platform)
-        .bind(book.shop.clone().unwrap_or_default())
-        .bind(book.order_id.clone().unwrap_or_default())
-        .bind(day)
-        .bind(details.map(|d| time_to_sql(d.placed_at)))
-        .bind(details.map_or_else(String::new, |d| d.currency.code().to_string()))
-        .bind(
+    Ok(vec![
+        Cell::from(stream),
+        Cell::from(platform),
+        Cell::from(book.shop.clone().unwrap_or_default()),
+        Cell::from(book.order_id.clone().unwrap_or_default()),
+        Cell::from(day),
+        Cell::from(details.map(|d| time_to_sql(d.placed_at))),
+        Cell::from(details.map_or_else(String::new, |d| d.currency.code().to_string())),
+        Cell::from(
             details
                 .and_then(|d| d.distributor.as_ref())
                 .map(|d| d.as_str().to_string()),
-        )
-        .bind(book.status())
-        .bind(i64::from(book.parked))
-        .bind(book.paid_at.map(time_to_sql))
-        .bind(book.cancelled_at.map(time_to_sql))
-        .bind(i64::try_from(book.refunds.len()).unwrap_or(i64::MAX))
-        .bind(to_e6(gross)?)
-        .bind(to_e6(discounts)?)
-        .bind(to_e6(net)?)
-        .bind(to_e6(details.map_or(Decimal::ZERO, |d| d.tax))?)
-        .bind(to_e6(details.map_or(Decimal::ZERO, |d| d.shipping))?)
-        .bind(to_e6(details.map_or(Decimal::ZERO, |d| d.declared_total))?)
-        .bind(e6_rounded(net_kept)?)
-        .bind(e6_rounded(pv)?)
-        .bind(e6_rounded(base)?)
-        .bind(to_e6(commissions)?)
-        .bind(position)
-        .bind(book.last_recorded_at.map(time_to_sql).unwrap_or_default())
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
+        ),
+        Cell::from(book.status()),
+        Cell::from(i64::from(book.parked)),
+        Cell::from(book.paid_at.map(time_to_sql)),
+        Cell::from(book.cancelled_at.map(time_to_sql)),
+        Cell::from(i64::try_from(book.refunds.len()).unwrap_or(i64::MAX)),
+        Cell::from(to_e6(gross)?),
+        Cell::from(to_e6(discounts)?),
+        Cell::from(to_e6(net)?),
+        Cell::from(to_e6(details.map_or(Decimal::ZERO, |d| d.tax))?),
+        Cell::from(to_e6(details.map_or(Decimal::ZERO, |d| d.shipping))?),
+        Cell::from(to_e6(details.map_or(Decimal::ZERO, |d| d.declared_total))?),
+        Cell::from(e6_rounded(net_kept)?),
+        Cell::from(e6_rounded(pv)?),
+        Cell::from(e6_rounded(base)?),
+        Cell::from(to_e6(commissions)?),
+        Cell::from(position),
+        Cell::from(book.last_recorded_at.map(time_to_sql).unwrap_or_default()),
+    ])
 }
 
 // ---------------------------------------------------------------------------------------------

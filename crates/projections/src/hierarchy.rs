@@ -60,7 +60,7 @@ use upline_store::RecordedEvent;
 
 use crate::error::ProjectionError;
 use crate::projection::Projection;
-use crate::shared::{placeholders, values_list, ROWS_PER_STATEMENT};
+use crate::shared::{insert_rows, placeholders, values_list, Cell};
 use crate::sql::{position_from_sql, position_to_sql, table, time_from_sql, time_to_sql, Tx};
 use crate::store::ReadStore;
 
@@ -529,33 +529,40 @@ impl Tables {
         tx: &mut Tx<'_>,
         members: &[Registration],
     ) -> Result<(), ProjectionError> {
-        for chunk in members.chunks(ROWS_PER_STATEMENT) {
-            let sql = format!(
-                "INSERT INTO {} (distributor_id, sponsor_id, status, rank, country, joined_at, \
-                 referral_codes, sponsor_since, status_since, rank_since, depth, last_position) \
-                 VALUES {}",
-                self.distributors,
-                values_list(tx, chunk.len(), 12)
-            );
-            let mut query = sqlx::query(&sql);
-            for m in chunk {
-                query = query
-                    .bind(m.id.as_str())
-                    .bind(m.sponsor.as_deref())
-                    .bind(m.status)
-                    .bind(m.rank.as_str())
-                    .bind(m.country.as_str())
-                    .bind(m.joined.as_str())
-                    .bind(m.codes.as_str())
-                    .bind(m.joined.as_str())
-                    .bind(m.joined.as_str())
-                    .bind(m.joined.as_str())
-                    .bind(m.depth)
-                    .bind(m.position);
-            }
-            query.execute(&mut **tx).await?;
-        }
-        Ok(())
+        const COLUMNS: &[&str] = &[
+            "distributor_id",
+            "sponsor_id",
+            "status",
+            "rank",
+            "country",
+            "joined_at",
+            "referral_codes",
+            "sponsor_since",
+            "status_since",
+            "rank_since",
+            "depth",
+            "last_position",
+        ];
+        let rows: Vec<Vec<Cell>> = members
+            .iter()
+            .map(|m| {
+                vec![
+                    Cell::from(m.id.as_str()),
+                    Cell::from(m.sponsor.clone()),
+                    Cell::from(m.status),
+                    Cell::from(m.rank.as_str()),
+                    Cell::from(m.country.as_str()),
+                    Cell::from(m.joined.as_str()),
+                    Cell::from(m.codes.as_str()),
+                    Cell::from(m.joined.as_str()),
+                    Cell::from(m.joined.as_str()),
+                    Cell::from(m.joined.as_str()),
+                    Cell::from(m.depth),
+                    Cell::from(m.position),
+                ]
+            })
+            .collect();
+        insert_rows(tx, &self.distributors, COLUMNS, "", &rows).await
     }
 
     /// Inserts (ancestor, descendant, hops) rows of the closure.

@@ -110,7 +110,8 @@ use crate::error::ProjectionError;
 use crate::projection::Projection;
 use crate::shared::recorded::PublishedPlans;
 use crate::shared::{
-    self, add, add_change, books, day_of, e6_rounded, recorded, Aggregate, Contributions, Key,
+    self, add, add_change, books, day_of, e6_rounded, insert_rows, placeholders, recorded,
+    replacing, Aggregate, Cell, Contributions, Key, ROWS_PER_STATEMENT,
 };
 use crate::sql::{
     day_from_sql, day_to_sql, e6_column, execute_all, position_to_sql, table, to_e6, u64_column, Tx,
@@ -689,6 +690,8 @@ impl Projection for ReconciliationProjection {
             books::load(tx, NAME, &state_table, &streams).await?;
         let mut daily_changes = Contributions::new();
         let mut saved = Vec::with_capacity(orders.len());
+        let mut order_rows = Vec::with_capacity(orders.len());
+        let (mut rewritten, mut difference_rows_now) = (Vec::new(), Vec::new());
         for (stream, facts) in orders {
             let Some(&(_, first_at, _)) = facts.first() else {
                 continue;
@@ -747,17 +750,29 @@ impl Projection for ReconciliationProjection {
                 &old,
                 &daily_contribution(&book, &derived)?,
             )?;
-            write_order(tx, generation, &stream, &book, &derived, last).await?;
+            order_rows.push(order_row(&stream, &book, &derived, last)?);
             let rows = derived.difference_rows();
             let unchanged = match &old_rows {
                 Some(old_rows) => *old_rows == rows,
                 None => rows.found.is_empty(),
             };
             if !unchanged {
-                write_differences(tx, generation, &stream, &derived).await?;
+                difference_rows_now.extend(difference_rows(&stream, &derived)?);
+                rewritten.push(stream.clone());
             }
             saved.push((stream, book, last));
         }
+        let orders_table = table(ORDERS, generation);
+        insert_rows(
+            tx,
+            &orders_table,
+            ORDER_COLUMNS,
+            &replacing(ORDER_COLUMNS),
+            &order_rows,
+        )
+        .await?;
+        let rewritten: Vec<&str> = rewritten.iter().map(String::as_str).collect();
+        write_differences(tx, generation, &rewritten, &difference_rows_now).await?;
         books::save(tx, NAME, &state_table, &saved).await?;
         let daily = table(DAILY, generation);
         Aggregate {
@@ -941,132 +956,141 @@ fn payouts_of(outcome: &CommissionSummary) -> BTreeMap<String, Decimal> {
         .collect()
 }
 
-async fn write_order(
-    tx: &mut Tx<'_>,
-    generation: u32,
+/// The columns of `reconciliation_orders`, in the order [`order_row`] gives them.
+const ORDER_COLUMNS: &[&str] = &[
+    "order_stream",
+    "day",
+    "platform",
+    "shop",
+    "order_id",
+    "currency",
+    "distributor_id",
+    "received",
+    "paid",
+    "refunds",
+    "cancelled",
+    "parked",
+    "times_parked",
+    "unattributed",
+    "gross_e6",
+    "discounts_e6",
+    "net_e6",
+    "tax_e6",
+    "shipping_e6",
+    "declared_total_e6",
+    "lines_total_e6",
+    "commissionable_base_e6",
+    "commission_earned_e6",
+    "commission_reversed_e6",
+    "commission_posted_e6",
+    "commission_recorded_e6",
+    "commission_expected_e6",
+    "differences",
+    "last_position",
+];
+
+/// The `reconciliation_orders` row of an order ([`ORDER_COLUMNS`]).
+fn order_row(
     stream: &str,
     book: &OrderBook,
     d: &Derived,
     position: i64,
-) -> Result<(), ProjectionError> {
-    let orders = table(ORDERS, generation);
-    let columns = [
-        "order_stream",
-        "day",
-        "platform",
-        "shop",
-        "order_id",
-        "currency",
-        "distributor_id",
-        "received",
-        "paid",
-        "refunds",
-        "cancelled",
-        "parked",
-        "times_parked",
-        "unattributed",
-        "gross_e6",
-        "discounts_e6",
-        "net_e6",
-        "tax_e6",
-        "shipping_e6",
-        "declared_total_e6",
-        "lines_total_e6",
-        "commissionable_base_e6",
-        "commission_earned_e6",
-        "commission_reversed_e6",
-        "commission_posted_e6",
-        "commission_recorded_e6",
-        "commission_expected_e6",
-        "differences",
-        "last_position",
-    ];
-    let placeholders = (1..=columns.len())
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let updates = columns[1..]
-        .iter()
-        .map(|c| format!("{c} = excluded.{c}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let sql = format!(
-        "INSERT INTO {orders} ({}) VALUES ({placeholders}) \
-         ON CONFLICT (order_stream) DO UPDATE SET {updates}",
-        columns.join(", ")
-    );
+) -> Result<Vec<Cell>, ProjectionError> {
     let distributor = book
         .details
         .as_ref()
         .and_then(|x| x.distributor.as_ref())
         .map(|x| x.as_str().to_string());
     let refunds = i64::try_from(book.refunds.len()).unwrap_or(i64::MAX);
-    sqlx::query(&sql)
-        .bind(stream)
-        .bind(d.day.as_str())
-        .bind(d.platform.as_str())
-        .bind(d.shop.as_str())
-        .bind(book.order_id.clone().unwrap_or_default())
-        .bind(d.currency.as_str())
-        .bind(distributor.clone())
-        .bind(i64::from(book.details.is_some()))
-        .bind(i64::from(book.paid))
-        .bind(refunds)
-        .bind(i64::from(book.cancelled))
-        .bind(i64::from(book.parked))
-        .bind(i64::from(book.times_parked))
-        .bind(i64::from(book.details.is_some() && distributor.is_none()))
-        .bind(to_e6(d.gross)?)
-        .bind(to_e6(d.discounts)?)
-        .bind(to_e6(d.net)?)
-        .bind(to_e6(d.tax)?)
-        .bind(to_e6(d.shipping)?)
-        .bind(to_e6(d.declared_total)?)
-        .bind(to_e6(d.lines_total)?)
-        .bind(e6_rounded(d.base)?)
-        .bind(to_e6(d.earned)?)
-        .bind(to_e6(d.reversed)?)
-        .bind(to_e6(d.earned - d.reversed)?)
-        .bind(to_e6(d.recorded)?)
-        .bind(to_e6(d.expected)?)
-        .bind(i64::try_from(d.differences.len()).unwrap_or(i64::MAX))
-        .bind(position)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
+    Ok(vec![
+        Cell::from(stream),
+        Cell::from(d.day.as_str()),
+        Cell::from(d.platform.as_str()),
+        Cell::from(d.shop.as_str()),
+        Cell::from(book.order_id.clone().unwrap_or_default()),
+        Cell::from(d.currency.as_str()),
+        Cell::from(distributor.clone()),
+        Cell::from(i64::from(book.details.is_some())),
+        Cell::from(i64::from(book.paid)),
+        Cell::from(refunds),
+        Cell::from(i64::from(book.cancelled)),
+        Cell::from(i64::from(book.parked)),
+        Cell::from(i64::from(book.times_parked)),
+        Cell::from(i64::from(book.details.is_some() && distributor.is_none())),
+        Cell::from(to_e6(d.gross)?),
+        Cell::from(to_e6(d.discounts)?),
+        Cell::from(to_e6(d.net)?),
+        Cell::from(to_e6(d.tax)?),
+        Cell::from(to_e6(d.shipping)?),
+        Cell::from(to_e6(d.declared_total)?),
+        Cell::from(to_e6(d.lines_total)?),
+        Cell::from(e6_rounded(d.base)?),
+        Cell::from(to_e6(d.earned)?),
+        Cell::from(to_e6(d.reversed)?),
+        Cell::from(to_e6(d.earned - d.reversed)?),
+        Cell::from(to_e6(d.recorded)?),
+        Cell::from(to_e6(d.expected)?),
+        Cell::from(i64::try_from(d.differences.len()).unwrap_or(i64::MAX)),
+        Cell::from(position),
+    ])
 }
 
+/// The columns of `reconciliation_differences`, in the order [`difference_rows`] gives them.
+const DIFFERENCE_COLUMNS: &[&str] = &[
+    "order_stream",
+    "kind",
+    "subject",
+    "day",
+    "platform",
+    "shop",
+    "currency",
+    "expected_e6",
+    "actual_e6",
+    "delta_e6",
+    "note",
+];
+
+/// The `reconciliation_differences` rows of an order.
+fn difference_rows(stream: &str, d: &Derived) -> Result<Vec<Vec<Cell>>, ProjectionError> {
+    d.differences
+        .iter()
+        .map(|f| {
+            Ok(vec![
+                Cell::from(stream),
+                Cell::from(f.kind),
+                Cell::from(f.subject.as_str()),
+                Cell::from(d.day.as_str()),
+                Cell::from(d.platform.as_str()),
+                Cell::from(d.shop.as_str()),
+                Cell::from(d.currency.as_str()),
+                Cell::from(e6_rounded(f.expected)?),
+                Cell::from(e6_rounded(f.actual)?),
+                Cell::from(e6_rounded(f.actual - f.expected)?),
+                Cell::from(f.note.as_str()),
+            ])
+        })
+        .collect()
+}
+
+/// Replaces the difference rows of the `orders` whose differences changed with `rows`.
 async fn write_differences(
     tx: &mut Tx<'_>,
     generation: u32,
-    stream: &str,
-    d: &Derived,
+    orders: &[&str],
+    rows: &[Vec<Cell>],
 ) -> Result<(), ProjectionError> {
     let differences = table(DIFFERENCES, generation);
-    let sql = format!("DELETE FROM {differences} WHERE order_stream = $1");
-    sqlx::query(&sql).bind(stream).execute(&mut **tx).await?;
-    let sql = format!(
-        "INSERT INTO {differences} (order_stream, kind, subject, day, platform, shop, currency, \
-         expected_e6, actual_e6, delta_e6, note) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
-    );
-    for f in &d.differences {
-        sqlx::query(&sql)
-            .bind(stream)
-            .bind(f.kind)
-            .bind(f.subject.as_str())
-            .bind(d.day.as_str())
-            .bind(d.platform.as_str())
-            .bind(d.shop.as_str())
-            .bind(d.currency.as_str())
-            .bind(e6_rounded(f.expected)?)
-            .bind(e6_rounded(f.actual)?)
-            .bind(e6_rounded(f.actual - f.expected)?)
-            .bind(f.note.as_str())
-            .execute(&mut **tx)
-            .await?;
+    for chunk in orders.chunks(ROWS_PER_STATEMENT * 8) {
+        let sql = format!(
+            "DELETE FROM {differences} WHERE order_stream IN {}",
+            placeholders(tx, 1, chunk.len())
+        );
+        let query = chunk
+            .iter()
+            .fold(sqlx::query(&sql), |query, stream| query.bind(*stream));
+        query.execute(&mut **tx).await?;
     }
-    Ok(())
+    insert_rows(tx, &differences, DIFFERENCE_COLUMNS, "", rows).await
 }
 
 // ---------------------------------------------------------------------------------------------

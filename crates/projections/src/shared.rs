@@ -73,6 +73,82 @@ pub fn add_change(
 /// and small, because every statement is a hand-off to sqlx's SQLite worker thread.
 pub const ROWS_PER_STATEMENT: usize = 32;
 
+/// One value of a row that [`insert_rows`] writes.
+pub enum Cell {
+    Text(String),
+    MaybeText(Option<String>),
+    Int(i64),
+}
+
+impl From<&str> for Cell {
+    fn from(value: &str) -> Cell {
+        Cell::Text(value.to_string())
+    }
+}
+
+impl From<String> for Cell {
+    fn from(value: String) -> Cell {
+        Cell::Text(value)
+    }
+}
+
+impl From<Option<String>> for Cell {
+    fn from(value: Option<String>) -> Cell {
+        Cell::MaybeText(value)
+    }
+}
+
+impl From<i64> for Cell {
+    fn from(value: i64) -> Cell {
+        Cell::Int(value)
+    }
+}
+
+/// The conflict clause of [`insert_rows`] for rows keyed by their first column: a row written
+/// again replaces the one there.
+pub fn replacing(columns: &[&str]) -> String {
+    let updates = columns[1..]
+        .iter()
+        .map(|c| format!("{c} = excluded.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!("ON CONFLICT ({}) DO UPDATE SET {updates}", columns[0])
+}
+
+/// Writes `rows` (one cell per column each) into `table` with multi-row `INSERT INTO table
+/// (columns) VALUES (..), (..) {conflict}`, [`ROWS_PER_STATEMENT`] rows a statement: each
+/// statement is a hand-off to the database connection and back, and rows written one
+/// statement each were most of a batch's hand-offs. A batch writes each key once (a
+/// PostgreSQL upsert may not touch one row twice in a statement).
+pub async fn insert_rows(
+    tx: &mut Tx<'_>,
+    table: &str,
+    columns: &[&str],
+    conflict: &str,
+    rows: &[Vec<Cell>],
+) -> Result<(), ProjectionError> {
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "INSERT INTO {table} ({}) VALUES {} {conflict}",
+            columns.join(", "),
+            values_list(tx, chunk.len(), columns.len())
+        );
+        let mut query = sqlx::query(&sql);
+        for row in chunk {
+            debug_assert_eq!(row.len(), columns.len());
+            for cell in row {
+                query = match cell {
+                    Cell::Text(s) => query.bind(s.as_str()),
+                    Cell::MaybeText(s) => query.bind(s.as_deref()),
+                    Cell::Int(i) => query.bind(*i),
+                };
+            }
+        }
+        query.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
 /// `($first, $first+1, ..)` for `count` parameters on PostgreSQL; `(?, ?, ..)` on SQLite. A
 /// plain `?` is bound by position, while sqlx's SQLite driver looks every `$N` up by name
 /// (`sqlite3_bind_parameter_name`, a scan of the statement's names: quadratic per statement;
