@@ -89,8 +89,8 @@ use crate::error::ProjectionError;
 use crate::projection::Projection;
 use crate::shared::recorded::PublishedPlans;
 use crate::shared::{
-    self, add, add_change, books, day_of, e6_rounded, insert_rows, month_of, placeholders,
-    recorded, replacing, Aggregate, Cell, Contributions, Key, ROWS_PER_STATEMENT,
+    self, add, add_change, books, day_of, e6_rounded, month_of, placeholders, recorded,
+    replace_rows, Aggregate, Cell, Contributions, Key, ROWS_PER_STATEMENT,
 };
 use crate::sql::{
     day_from_sql, day_to_sql, e6_column, execute_all, position_to_sql, table, time_from_sql,
@@ -755,15 +755,7 @@ async fn fold_orders(
         order_rows.push(order_row(&stream, &book, last)?);
         saved.push((stream, book, last));
     }
-    let orders_table = table(ORDERS, generation);
-    insert_rows(
-        tx,
-        &orders_table,
-        ORDER_COLUMNS,
-        &replacing(ORDER_COLUMNS),
-        &order_rows,
-    )
-    .await?;
+    replace_rows(tx, &table(ORDERS, generation), ORDER_COLUMNS, &order_rows).await?;
     books::save(tx, NAME, &state_table, &saved).await?;
     let (sales, distributors, commissions) = (
         table(SALES, generation),

@@ -111,7 +111,7 @@ use crate::projection::Projection;
 use crate::shared::recorded::PublishedPlans;
 use crate::shared::{
     self, add, add_change, books, day_of, e6_rounded, insert_rows, placeholders, recorded,
-    replacing, Aggregate, Cell, Contributions, Key, ROWS_PER_STATEMENT,
+    replace_rows, Aggregate, Cell, Contributions, Key, ROWS_PER_STATEMENT,
 };
 use crate::sql::{
     day_from_sql, day_to_sql, e6_column, execute_all, position_to_sql, table, to_e6, u64_column, Tx,
@@ -762,15 +762,7 @@ impl Projection for ReconciliationProjection {
             }
             saved.push((stream, book, last));
         }
-        let orders_table = table(ORDERS, generation);
-        insert_rows(
-            tx,
-            &orders_table,
-            ORDER_COLUMNS,
-            &replacing(ORDER_COLUMNS),
-            &order_rows,
-        )
-        .await?;
+        replace_rows(tx, &table(ORDERS, generation), ORDER_COLUMNS, &order_rows).await?;
         let rewritten: Vec<&str> = rewritten.iter().map(String::as_str).collect();
         write_differences(tx, generation, &rewritten, &difference_rows_now).await?;
         books::save(tx, NAME, &state_table, &saved).await?;

@@ -104,15 +104,21 @@ impl From<i64> for Cell {
     }
 }
 
-/// The conflict clause of [`insert_rows`] for rows keyed by their first column: a row written
-/// again replaces the one there.
-pub fn replacing(columns: &[&str]) -> String {
+/// [`insert_rows`] into a table keyed by its first column: a row written again replaces the
+/// one there.
+pub async fn replace_rows(
+    tx: &mut Tx<'_>,
+    table: &str,
+    columns: &[&str],
+    rows: &[Vec<Cell>],
+) -> Result<(), ProjectionError> {
     let updates = columns[1..]
         .iter()
         .map(|c| format!("{c} = excluded.{c}"))
         .collect::<Vec<_>>()
         .join(", ");
-    format!("ON CONFLICT ({}) DO UPDATE SET {updates}", columns[0])
+    let conflict = format!("ON CONFLICT ({}) DO UPDATE SET {updates}", columns[0]);
+    insert_rows(tx, table, columns, &conflict, rows).await
 }
 
 /// Writes `rows` (one cell per column each) into `table` with multi-row `INSERT INTO table
