@@ -292,23 +292,36 @@ impl Projection for HierarchyProjection {
         events: &[&RecordedEvent],
     ) -> Result<(), ProjectionError> {
         let tables = Tables::of(generation);
-        let mut rest = events;
-        while let Some((first, after_first)) = rest.split_first() {
-            let run = rest
+        let mut at = 0;
+        while at < events.len() {
+            let run = events[at..]
                 .iter()
                 .take_while(|e| e.event_type == REGISTERED)
                 .count();
-            let registered = if run == 0 {
-                0
-            } else {
-                tables.register_new_members(tx, &rest[..run]).await?
-            };
-            if registered == 0 {
-                self.apply(tx, generation, first).await?;
-                rest = after_first;
-            } else {
-                rest = &rest[registered..];
+            if run == 0 {
+                self.apply(tx, generation, events[at]).await?;
+                at += 1;
+                continue;
             }
+            // Decoded once for the whole run, however often it falls back to `apply`.
+            let mut members = events[at..at + run]
+                .iter()
+                .map(|event| Registration::decode(event))
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut done = 0;
+            while done < run {
+                match tables
+                    .register_new_members(tx, &mut members[done..])
+                    .await?
+                {
+                    0 => {
+                        self.apply(tx, generation, events[at + done]).await?;
+                        done += 1;
+                    }
+                    registered => done += registered,
+                }
+            }
+            at += run;
         }
         Ok(())
     }
@@ -336,6 +349,15 @@ struct Registration {
 }
 
 impl Registration {
+    /// The row of a recorded `DistributorRegistered`.
+    fn decode(event: &RecordedEvent) -> Result<Registration, ProjectionError> {
+        let decoded: DistributorEvent =
+            upline_domain::events::decode(&event.event_type, &event.data)
+                .map_err(|e| invalid(event, e.to_string()))?;
+        Registration::of(&decoded, position_to_sql(event.position)?)
+            .ok_or_else(|| invalid(event, "not a registration"))
+    }
+
     /// The row of a `DistributorRegistered` (at depth 0 until its paths are known); `None` for
     /// another event.
     fn of(event: &DistributorEvent, position: i64) -> Option<Registration> {
@@ -605,7 +627,26 @@ impl Tables {
         Ok(rows)
     }
 
-    /// Registers the longest prefix of `events` (each a `DistributorRegistered`) whose members
+    /// Which of `keys` stand in `column` (`distributor_id` or `sponsor_id`, never input) of
+    /// some distributor's row.
+    async fn values_in(
+        &self,
+        tx: &mut Tx<'_>,
+        column: &'static str,
+        keys: &[&str],
+    ) -> Result<HashSet<String>, ProjectionError> {
+        let select = format!(
+            "SELECT {column} FROM {} WHERE {column} IN",
+            self.distributors
+        );
+        self.rows_in(tx, &select, keys)
+            .await?
+            .iter()
+            .map(|row| Ok(row.try_get(column)?))
+            .collect()
+    }
+
+    /// Registers the longest prefix of `members` (registrations, in the order recorded) who
     /// are new, with a sponsor already registered (in the tables or earlier in the prefix) or
     /// none, and nobody registered under them yet: each one's paths are its sponsor's, one hop
     /// longer, and itself, and its depth is its sponsor's plus one, exactly what `apply` would
@@ -613,54 +654,21 @@ impl Tables {
     async fn register_new_members(
         &self,
         tx: &mut Tx<'_>,
-        events: &[&RecordedEvent],
+        members: &mut [Registration],
     ) -> Result<usize, ProjectionError> {
-        let mut members = Vec::with_capacity(events.len());
-        for event in events {
-            let decoded: DistributorEvent =
-                upline_domain::events::decode(&event.event_type, &event.data)
-                    .map_err(|e| invalid(event, e.to_string()))?;
-            let member = Registration::of(&decoded, position_to_sql(event.position)?)
-                .ok_or_else(|| invalid(event, "not a registration"))?;
-            members.push(member);
-        }
         let mut asked: Vec<&str> = members.iter().map(|m| m.id.as_str()).collect();
         asked.extend(members.iter().filter_map(|m| m.sponsor.as_deref()));
         asked.sort_unstable();
         asked.dedup();
-        let known: HashSet<String> = self
-            .rows_in(
-                tx,
-                &format!(
-                    "SELECT distributor_id FROM {} WHERE distributor_id IN",
-                    self.distributors
-                ),
-                &asked,
-            )
-            .await?
-            .iter()
-            .map(|row| row.try_get("distributor_id"))
-            .collect::<Result<_, _>>()?;
+        let known = self.values_in(tx, "distributor_id", &asked).await?;
         let ids: Vec<&str> = members.iter().map(|m| m.id.as_str()).collect();
-        let awaited: HashSet<String> = self
-            .rows_in(
-                tx,
-                &format!(
-                    "SELECT sponsor_id FROM {} WHERE sponsor_id IN",
-                    self.distributors
-                ),
-                &ids,
-            )
-            .await?
-            .iter()
-            .map(|row| row.try_get("sponsor_id"))
-            .collect::<Result<_, _>>()?;
+        let awaited = self.values_in(tx, "sponsor_id", &ids).await?;
 
         // The prefix, and the sponsors whose paths come from the tables.
         let mut new: HashSet<&str> = HashSet::new();
         let mut stored_sponsors: Vec<&str> = Vec::new();
         let mut count = 0;
-        for m in &members {
+        for m in members.iter() {
             let id = m.id.as_str();
             let sponsor_known = match m.sponsor.as_deref() {
                 None => true,
